@@ -1,0 +1,62 @@
+//! The service's shared state: configuration, storage, the slot verifier, the
+//! clock, and the set of paths with an upload in progress.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::auth::Verifier;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::store::{Key, Store};
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub verifier: Verifier,
+    pub clock: SharedClock,
+    uploading: Arc<Mutex<HashSet<Key>>>,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        verifier: Verifier,
+        clock: SharedClock,
+    ) -> App {
+        App {
+            config,
+            store,
+            verifier,
+            clock,
+            uploading: Arc::default(),
+        }
+    }
+
+    /// Claims `key` for one upload; `None` if another upload holds it. The claim
+    /// ends when the returned guard is dropped, however the upload ends.
+    pub fn claim(&self, key: Key) -> Option<Claim> {
+        let mut set = self
+            .uploading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        set.insert(key).then(|| Claim {
+            key,
+            set: Arc::clone(&self.uploading),
+        })
+    }
+}
+
+pub struct Claim {
+    key: Key,
+    set: Arc<Mutex<HashSet<Key>>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}

@@ -1,0 +1,445 @@
+//! Configuration in two stages: [`RawConfig`] mirrors the TOML file (unknown keys are
+//! errors), [`Config`] is the validated form with real types that the rest of the
+//! service uses. Every default lives in [`RawConfig::default`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::auth::Scheme;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        why: why.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: String,
+    pub base_path: String,
+    pub data_dir: PathBuf,
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub schemes: Vec<String>,
+    pub max_file_size: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    pub min_free_space: ByteSize,
+    pub fsync: bool,
+    pub trusted_proxies: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub quota: RawQuota,
+    pub admin: RawAdmin,
+    pub cors: RawCors,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuota {
+    pub total: ByteSize,
+    pub per_user: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    pub allow_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub failed_auth_ip: bool,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            listen: "127.0.0.1:5050".into(),
+            base_path: "/upload/".into(),
+            data_dir: "./upslot-data".into(),
+            secret: None,
+            secret_file: None,
+            schemes: Scheme::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
+            max_file_size: ByteSize::mib(100),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            reap_interval: Duration::from_secs(60),
+            min_free_space: ByteSize::gib(1),
+            fsync: true,
+            trusted_proxies: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            quota: RawQuota::default(),
+            admin: RawAdmin::default(),
+            cors: RawCors::default(),
+            log: RawLog::default(),
+        }
+    }
+}
+
+impl Default for RawQuota {
+    fn default() -> Self {
+        RawQuota {
+            total: ByteSize(0),
+            per_user: ByteSize(0),
+        }
+    }
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:5051".into(),
+        }
+    }
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        RawCors {
+            allow_origins: vec!["*".into()],
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".into(),
+            failed_auth_ip: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the HMAC secret comes from; resolved to bytes by [`crate::secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Inline(String),
+    File(PathBuf),
+    /// `<data_dir>/secret`, generated on first start.
+    Generated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub base_path: String,
+    pub data_dir: PathBuf,
+    pub secret: SecretSource,
+    pub schemes: Vec<Scheme>,
+    pub max_file_size: u64,
+    pub retention: Duration,
+    pub reap_interval: Duration,
+    pub min_free_space: u64,
+    pub fsync: bool,
+    pub trusted_proxies: Vec<IpNet>,
+    pub shutdown_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub quota_total: u64,
+    pub quota_per_user: u64,
+    pub admin_listen: SocketAddr,
+    pub allow_origins: AllowOrigins,
+    pub log_format: LogFormat,
+    pub failed_auth_ip: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The built-in defaults are valid by construction; a test keeps it so.
+        RawConfig::default()
+            .validate()
+            .expect("built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file. Unknown keys and bad values name the key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("config"),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        raw.validate()
+    }
+
+    pub fn allows(&self, scheme: Scheme) -> bool {
+        self.schemes.contains(&scheme)
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen = parse_addr("listen", &self.listen)?;
+        let admin_listen = parse_addr("admin.listen", &self.admin.listen)?;
+        if !self.base_path.starts_with('/') || !self.base_path.ends_with('/') {
+            return Err(invalid(
+                "base_path",
+                format!("{:?} must start and end with '/'", self.base_path),
+            ));
+        }
+        if self
+            .base_path
+            .bytes()
+            .any(|b| !(b.is_ascii_alphanumeric() || b"/-._~".contains(&b)))
+        {
+            return Err(invalid(
+                "base_path",
+                format!(
+                    "{:?} may only hold letters, digits and '/-._~'",
+                    self.base_path
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let secret = match (self.secret, self.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "secret",
+                    "set either secret or secret_file, not both",
+                ));
+            }
+            (Some(s), None) if s.len() < 16 => {
+                return Err(invalid("secret", "must be at least 16 characters"));
+            }
+            (Some(s), None) => SecretSource::Inline(s),
+            (None, Some(f)) => SecretSource::File(f),
+            (None, None) => SecretSource::Generated,
+        };
+        let mut schemes = Vec::new();
+        for name in &self.schemes {
+            let scheme: Scheme = name.parse().map_err(|_| {
+                invalid(
+                    "schemes",
+                    format!("unknown scheme {name:?} (known: v1, v2, token, jwt)"),
+                )
+            })?;
+            if !schemes.contains(&scheme) {
+                schemes.push(scheme);
+            }
+        }
+        if schemes.is_empty() {
+            return Err(invalid("schemes", "at least one scheme must be enabled"));
+        }
+        if self.max_file_size.0 == 0 {
+            return Err(invalid("max_file_size", "must be above 0"));
+        }
+        if self.retention.is_zero() {
+            return Err(invalid("retention", "must be above 0"));
+        }
+        if self.reap_interval.is_zero() {
+            return Err(invalid("reap_interval", "must be above 0"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(invalid("idle_timeout", "must be above 0"));
+        }
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|s| parse_cidr(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let allow_origins = parse_origins(self.cors.allow_origins)?;
+        let log_format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is neither \"text\" nor \"json\""),
+                ));
+            }
+        };
+        Ok(Config {
+            listen,
+            base_path: self.base_path,
+            data_dir: self.data_dir,
+            secret,
+            schemes,
+            max_file_size: self.max_file_size.0,
+            retention: self.retention,
+            reap_interval: self.reap_interval,
+            min_free_space: self.min_free_space.0,
+            fsync: self.fsync,
+            trusted_proxies,
+            shutdown_timeout: self.shutdown_timeout,
+            idle_timeout: self.idle_timeout,
+            quota_total: self.quota.total.0,
+            quota_per_user: self.quota.per_user.0,
+            admin_listen,
+            allow_origins,
+            log_format,
+            failed_auth_ip: self.log.failed_auth_ip,
+        })
+    }
+}
+
+fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not an address like 127.0.0.1:5050")))
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, ConfigError> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
+        invalid(
+            "trusted_proxies",
+            format!("{s:?} is not an IP address or CIDR"),
+        )
+    })
+}
+
+fn parse_origins(list: Vec<String>) -> Result<AllowOrigins, ConfigError> {
+    if list.iter().any(|o| o == "*") {
+        return Ok(AllowOrigins::Any);
+    }
+    for origin in &list {
+        let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+            && !origin.ends_with('/')
+            && origin.is_ascii()
+            && http::HeaderValue::from_str(origin).is_ok();
+        if !ok {
+            return Err(invalid(
+                "cors.allow_origins",
+                format!("{origin:?} is not an origin like https://chat.example.org"),
+            ));
+        }
+    }
+    Ok(AllowOrigins::List(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::parse("").expect("empty file is valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5050");
+        assert_eq!(c.max_file_size, 100 * 1024 * 1024);
+        assert_eq!(c.retention, Duration::from_secs(604_800));
+        assert_eq!(c.schemes.len(), 4);
+        assert_eq!(c.allow_origins, AllowOrigins::Any);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("listen = \"127.0.0.1:1\"\nmax_filesize = 3\n").unwrap_err();
+        assert!(e.to_string().contains("max_filesize"), "{e}");
+        let e = Config::parse("[quota]\nperuser = \"1 MiB\"\n").unwrap_err();
+        assert!(e.to_string().contains("peruser"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_which_and_why() {
+        for (text, key) in [
+            ("retention = \"seven days\"", "retention"),
+            ("max_file_size = \"lots\"", "max_file_size"),
+            ("base_path = \"upload\"", "base_path"),
+            ("schemes = [\"v3\"]", "schemes"),
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies"),
+            ("listen = \"localhost\"", "listen"),
+            ("[log]\nformat = \"xml\"", "log.format"),
+            (
+                "[cors]\nallow_origins = [\"example.org\"]",
+                "cors.allow_origins",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = r#"
+listen = "127.0.0.1:5050"
+base_path = "/upload/"
+data_dir = "./upslot-data"
+secret = "0123456789abcdef0123"
+schemes = ["v1", "v2", "token", "jwt"]
+max_file_size = "100 MiB"
+retention = "7d"
+reap_interval = "1m"
+min_free_space = "1 GiB"
+fsync = true
+trusted_proxies = ["10.0.0.0/8", "::1"]
+[quota]
+total = "0"
+per_user = "0"
+[admin]
+listen = "127.0.0.1:5051"
+[cors]
+allow_origins = ["*"]
+[log]
+format = "text"
+failed_auth_ip = true
+"#;
+        let c = Config::parse(text).expect("valid");
+        assert_eq!(c.reap_interval, Duration::from_secs(60));
+        assert_eq!(c.min_free_space, 1 << 30);
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+}

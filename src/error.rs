@@ -1,0 +1,113 @@
+//! One error type for the request path. Each variant knows its status code and the
+//! short reason sent to the client; internal detail is logged once, never sent.
+
+use std::io;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::auth::AuthError;
+use crate::http::body::{self, Body};
+use crate::path::PathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("bad path: {0}")]
+    BadPath(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("content-length required")]
+    LengthRequired,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("file too large")]
+    TooLarge,
+    #[error("already exists")]
+    Exists,
+    #[error("body shorter than content-length")]
+    ShortBody,
+    #[error("body longer than content-length")]
+    LongBody,
+    #[error("upload timed out")]
+    Timeout,
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("insufficient storage")]
+    InsufficientStorage,
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("internal error")]
+    Internal(#[source] io::Error),
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::OutsideBase => ApiError::NotFound,
+            PathError::Invalid(why) => ApiError::BadPath(why),
+        }
+    }
+}
+
+impl From<io::Error> for ApiError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                ApiError::InsufficientStorage
+            }
+            _ => ApiError::Internal(e),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Auth(e) => e.status(),
+            ApiError::BadPath(_)
+            | ApiError::BadRequest(_)
+            | ApiError::ShortBody
+            | ApiError::LongBody => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Exists => StatusCode::CONFLICT,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = %e, "internal error");
+        }
+        let mut response = Response::new(body::full(self.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match self {
+            ApiError::MethodNotAllowed => {
+                headers.insert(
+                    header::ALLOW,
+                    HeaderValue::from_static(crate::http::cors::METHODS),
+                );
+            }
+            // Whatever remains of the request body is not worth reading.
+            ApiError::Timeout | ApiError::ShortBody | ApiError::LongBody => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

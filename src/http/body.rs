@@ -1,0 +1,122 @@
+//! Response bodies: small fixed ones, and file contents read in large chunks on the
+//! blocking pool with positional reads, so one open file can serve a whole range
+//! or every part of a `multipart/byteranges` answer.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::task::JoinHandle;
+
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+const READ_CHUNK: usize = 256 * 1024;
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// One piece of a response body.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    Bytes(Bytes),
+    /// `len` bytes of the file from `offset`.
+    File {
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// Streams `segments`, reading file pieces from `file`.
+pub fn segments(file: File, segments: Vec<Segment>) -> Body {
+    let remaining = segments
+        .iter()
+        .map(|s| match s {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::File { len, .. } => *len,
+        })
+        .sum();
+    FileBody {
+        file: Arc::new(file),
+        segments: segments.into(),
+        reading: None,
+        remaining,
+    }
+    .boxed_unsync()
+}
+
+struct FileBody {
+    file: Arc<File>,
+    segments: VecDeque<Segment>,
+    reading: Option<JoinHandle<io::Result<Bytes>>>,
+    remaining: u64,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        loop {
+            if let Some(handle) = self.reading.as_mut() {
+                let result = ready!(Pin::new(handle).poll(cx));
+                self.reading = None;
+                let bytes = result.map_err(io::Error::other)??;
+                self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            match self.segments.pop_front() {
+                None => return Poll::Ready(None),
+                Some(Segment::Bytes(bytes)) => {
+                    self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Some(Segment::File { len: 0, .. }) => {}
+                Some(Segment::File { offset, len }) => {
+                    let n = len.min(READ_CHUNK as u64);
+                    if len > n {
+                        self.segments.push_front(Segment::File {
+                            offset: offset + n,
+                            len: len - n,
+                        });
+                    }
+                    let file = Arc::clone(&self.file);
+                    self.reading = Some(tokio::task::spawn_blocking(move || {
+                        read_exact_at(&file, offset, n as usize)
+                    }));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0 && self.reading.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len);
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf.freeze())
+}

@@ -1,0 +1,99 @@
+//! `Content-Disposition` with an ASCII `filename` for old clients and an RFC 8187
+//! `filename*` carrying the real UTF-8 name. No crate writes both; this is small.
+
+use http::HeaderValue;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// RFC 8187 `attr-char`s are left as they are; everything else is encoded.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// Types a browser may render in place without risk to the origin (DESIGN §3).
+pub fn is_inline(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("image", "svg+xml")) => false,
+        Some(("image" | "video" | "audio", sub)) => !sub.is_empty(),
+        _ => essence == "text/plain",
+    }
+}
+
+pub fn content_disposition(file_name: &str, inline: bool) -> HeaderValue {
+    let kind = if inline { "inline" } else { "attachment" };
+    let fallback: String = file_name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' && c != '%' => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded = utf8_percent_encode(file_name, ATTR_CHAR);
+    let value = format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}");
+    // Only printable ASCII went into `value`.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_only_for_safe_types() {
+        for t in [
+            "image/jpeg",
+            "image/png",
+            "video/mp4",
+            "audio/ogg",
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "IMAGE/PNG",
+        ] {
+            assert!(is_inline(t), "{t}");
+        }
+        for t in [
+            "image/svg+xml",
+            "text/html",
+            "application/pdf",
+            "application/octet-stream",
+            "text/javascript",
+            "image/",
+            "",
+            "multipart/x-mixed-replace",
+        ] {
+            assert!(!is_inline(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_name() {
+        let v = content_disposition("Grüße \"1\" (2).jpg", true);
+        assert_eq!(
+            v.to_str().unwrap(),
+            "inline; filename=\"Gr__e _1_ (2).jpg\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20%221%22%20%282%29.jpg"
+        );
+    }
+
+    #[test]
+    fn header_injection_is_impossible() {
+        let v = content_disposition("a\r\nSet-Cookie: x=1;.txt", false);
+        let s = v.to_str().unwrap();
+        assert!(!s.contains('\r') && !s.contains('\n'));
+        assert!(s.starts_with("attachment; filename=\"a__Set-Cookie: x=1;.txt\""));
+    }
+}

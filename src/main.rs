@@ -1,0 +1,210 @@
+//! The `upslot` command: parse the command line, load configuration, start
+//! logging, and hand over to the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use upslot::auth::{JwtSlot, Scheme, sign_jwt, sign_query};
+use upslot::clock::{Clock, SystemClock};
+use upslot::config::Config;
+use upslot::hints;
+use upslot::path::SlotPath;
+use upslot::secret::{Origin, Secret};
+
+#[derive(Parser)]
+#[command(
+    name = "upslot",
+    version,
+    about = "HTTP File Upload service for XMPP (XEP-0363)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (built-in defaults when no file is given).
+    Serve {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a signed PUT URL (and, for jwt, the Authorization header).
+    Sign {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// v1, v2, token or jwt.
+        #[arg(long, default_value = "v1")]
+        scheme: String,
+        /// Size in bytes that the upload must have.
+        #[arg(long)]
+        size: u64,
+        /// Content type to sign (v2, token) or announce (jwt).
+        #[arg(long = "type")]
+        content_type: Option<String>,
+        /// Public base URL [default: http://<listen><base_path>].
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Uploader JID for the jwt `sub` claim.
+        #[arg(long)]
+        user: Option<String>,
+        /// Path below base_path; a bare file name gets a random slot directory.
+        path: String,
+    },
+    /// Validate a configuration file.
+    CheckConfig { file: PathBuf },
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve { config } => serve(load(config.as_ref())?),
+        Command::Sign {
+            config,
+            scheme,
+            size,
+            content_type,
+            base_url,
+            user,
+            path,
+        } => {
+            let config = load(config.as_ref())?;
+            let scheme: Scheme = scheme
+                .parse()
+                .map_err(|()| anyhow::anyhow!("unknown scheme {scheme:?}: v1, v2, token, jwt"))?;
+            sign(&config, scheme, size, content_type, base_url, user, path)
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            println!(
+                "{}: ok (listen {}, base_path {}, data_dir {})",
+                file.display(),
+                config.listen,
+                config.base_path,
+                config.data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn serve(config: Config) -> anyhow::Result<()> {
+    upslot::telemetry::init(config.log_format);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let service = upslot::Service::open(config, std::sync::Arc::new(SystemClock))?;
+    let config = service.config();
+    let base_url = hints::default_base_url(config);
+    match &service.secret().origin {
+        Origin::Generated(path) => {
+            tracing::info!(path = %path.display(), "generated a new secret")
+        }
+        Origin::File(path) => tracing::info!(path = %path.display(), "secret read from file"),
+        Origin::Env => tracing::info!("secret taken from UPSLOT_SECRET"),
+        Origin::Config => tracing::info!("secret taken from the configuration"),
+    }
+    // The secret goes to a terminal only, never into a log that outlives it.
+    let shown = if std::io::stdout().is_terminal() {
+        service.secret().text().to_owned()
+    } else {
+        "<the secret; see the log line above>".to_owned()
+    };
+    println!(
+        "upslot listening on http://{}{}\n\nPaste into your XMPP server (use your public https URL):\n\n{}",
+        config.listen,
+        config.base_path,
+        hints::xmpp_snippets(config, &base_url, &shown)
+    );
+    tracing::info!(listen = %config.listen, "listening");
+    service.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn sign(
+    config: &Config,
+    scheme: Scheme,
+    size: u64,
+    content_type: Option<String>,
+    base_url: Option<String>,
+    user: Option<String>,
+    path: String,
+) -> anyhow::Result<()> {
+    let secret = Secret::resolve(config, false).context(
+        "no secret: set one in the configuration or UPSLOT_SECRET, or run `upslot serve` once",
+    )?;
+    let path = if path.contains('/') {
+        path.trim_start_matches('/').to_owned()
+    } else {
+        format!(
+            "{:016x}{:016x}/{path}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        )
+    };
+    let base_url = base_url.unwrap_or_else(|| hints::default_base_url(config));
+    let base_url = if base_url.ends_with('/') {
+        base_url
+    } else {
+        format!("{base_url}/")
+    };
+    let url = format!("{base_url}{}", SlotPath::encode(&path));
+    let check = SlotPath::parse(&format!("/{}", SlotPath::encode(&path)), "/")
+        .map_err(|e| anyhow::anyhow!("{path:?} cannot be a slot path: {e}"))?;
+    match scheme {
+        Scheme::Jwt => {
+            let now = SystemClock.unix();
+            let claims = JwtSlot {
+                slot: check.first_segment().to_owned(),
+                filesize: size,
+                exp: now + 300,
+                iat: Some(now),
+                filename: Some(check.file_name().to_owned()),
+                filetype: content_type,
+                sub: user,
+                expires: None,
+            };
+            let token = sign_jwt(secret.as_bytes(), &claims)?;
+            println!("{url}");
+            println!("Authorization: Bearer {token}");
+        }
+        _ => {
+            let Some(query) = sign_query(
+                scheme,
+                secret.as_bytes(),
+                &path,
+                size,
+                content_type.as_deref(),
+            ) else {
+                bail!("cannot sign {scheme}");
+            };
+            println!("{url}?{query}");
+        }
+    }
+    Ok(())
+}

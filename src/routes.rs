@@ -1,0 +1,106 @@
+//! Every request enters here: it is parsed into a [`Route`], handled by the module
+//! that owns that route, and every response, errors included, leaves with the
+//! same CORS and security headers.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::http::body::{self, Body};
+use crate::http::cors;
+use crate::path::SlotPath;
+use crate::{download, upload};
+
+#[derive(Debug)]
+pub enum Route {
+    Upload(SlotPath),
+    Download { path: SlotPath, head: bool },
+    Preflight,
+}
+
+impl Route {
+    pub fn parse(method: &Method, raw_path: &str, base_path: &str) -> Result<Route, ApiError> {
+        if *method == Method::OPTIONS {
+            return Ok(Route::Preflight);
+        }
+        let path = SlotPath::parse(raw_path, base_path);
+        match *method {
+            Method::PUT => Ok(Route::Upload(path?)),
+            Method::GET => Ok(Route::Download {
+                path: path?,
+                head: false,
+            }),
+            Method::HEAD => Ok(Route::Download {
+                path: path?,
+                head: true,
+            }),
+            _ => {
+                path?;
+                Err(ApiError::MethodNotAllowed)
+            }
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Upload(_) => "upload",
+            Route::Download { head: false, .. } => "download",
+            Route::Download { head: true, .. } => "head",
+            Route::Preflight => "preflight",
+        }
+    }
+}
+
+pub async fn handle(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let route = Route::parse(&method, req.uri().path(), &app.config.base_path);
+    let label = route.as_ref().map_or("invalid", Route::label);
+    let result = match route {
+        Ok(Route::Upload(path)) => upload::put(app, req, path, peer).await,
+        Ok(Route::Download { path, head }) => download::get(app, req.headers(), path, head).await,
+        Ok(Route::Preflight) => Ok(preflight()),
+        Err(e) => Err(e),
+    };
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    finish(&mut response, origin.as_ref(), app);
+    tracing::info!(
+        method = %method,
+        route = label,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+fn preflight() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    cors::preflight(response.headers_mut());
+    response
+}
+
+/// Headers on every response: an upload service serves other people's bytes, so
+/// nothing it sends may be sniffed, framed, scripted or leak a Referer.
+fn finish(response: &mut Response<Body>, origin: Option<&HeaderValue>, app: &App) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    cors::decorate(headers, origin, &app.config.allow_origins);
+}

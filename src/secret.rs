@@ -1,0 +1,118 @@
+//! The HMAC secret shared with the XMPP server: from `UPSLOT_SECRET`, the config
+//! (`secret` or `secret_file`), or generated into `<data_dir>/secret` (mode 0600)
+//! on first start so that the service runs with no configuration at all.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, SecretSource};
+
+pub const ENV: &str = "UPSLOT_SECRET";
+
+pub struct Secret {
+    text: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Env,
+    Config,
+    File(PathBuf),
+    /// Created just now, at this path.
+    Generated(PathBuf),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secret {
+    pub fn from_text(text: impl Into<String>) -> Secret {
+        Secret {
+            text: text.into(),
+            origin: Origin::Config,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+
+    /// The secret as the XMPP server's configuration must hold it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Finds the secret; with `create`, generates `<data_dir>/secret` if nothing
+    /// else provides one.
+    pub fn resolve(config: &Config, create: bool) -> io::Result<Secret> {
+        if let Ok(text) = std::env::var(ENV)
+            && !text.is_empty()
+        {
+            return Ok(Secret {
+                text,
+                origin: Origin::Env,
+            });
+        }
+        match &config.secret {
+            SecretSource::Inline(text) => Ok(Secret::from_text(text.clone())),
+            SecretSource::File(path) => read(path).map(|text| Secret {
+                text,
+                origin: Origin::File(path.clone()),
+            }),
+            SecretSource::Generated => {
+                let path = config.data_dir.join("secret");
+                match read(&path) {
+                    Ok(text) => Ok(Secret {
+                        text,
+                        origin: Origin::File(path),
+                    }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                        let text = generate(&path)?;
+                        Ok(Secret {
+                            text,
+                            origin: Origin::Generated(path),
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> io::Result<String> {
+    let text = fs::read_to_string(path)?;
+    let text = text.trim_end_matches(['\n', '\r']).to_owned();
+    if text.len() < 16 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: secret must be at least 16 characters", path.display()),
+        ));
+    }
+    Ok(text)
+}
+
+fn generate(path: &Path) -> io::Result<String> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let text = hex::encode(rand::random::<[u8; 32]>());
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok(text)
+}

@@ -1,0 +1,232 @@
+//! The file-system store.
+//!
+//! ```text
+//! <data_dir>/files/<2 hex>/<64 hex>        body
+//! <data_dir>/files/<2 hex>/<64 hex>.meta   metadata (JSON)
+//! <data_dir>/tmp/                          uploads in progress; emptied at start-up
+//! ```
+//!
+//! Commit order: body and metadata are written to `tmp/` (and fsynced), the body is
+//! hard-linked into place (the link fails if the path is taken, which makes the
+//! claim atomic), then the metadata is renamed into place: that rename is the
+//! instant the file becomes visible. A body without metadata is an interrupted
+//! commit and is removed when found.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::{CommitError, Key, Meta, Pending, Store};
+
+const META_EXT: &str = "meta";
+
+#[derive(Debug)]
+pub struct FsStore {
+    files: PathBuf,
+    tmp: PathBuf,
+    fsync: bool,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) the store under `data_dir` and removes what
+    /// interrupted uploads left in `tmp/`.
+    pub fn open(data_dir: &Path, fsync: bool) -> io::Result<FsStore> {
+        let files = data_dir.join("files");
+        let tmp = data_dir.join("tmp");
+        fs::create_dir_all(&files)?;
+        match fs::remove_dir_all(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::create_dir_all(&tmp)?;
+        for shard in 0..=255u8 {
+            let dir = files.join(format!("{shard:02x}"));
+            if !dir.is_dir() {
+                fs::create_dir(&dir)?;
+            }
+        }
+        if fsync {
+            sync_dir(&files)?;
+            sync_dir(data_dir)?;
+        }
+        Ok(FsStore { files, tmp, fsync })
+    }
+
+    fn body_path(&self, key: &Key) -> PathBuf {
+        let hex = key.hex();
+        self.files.join(&hex[..2]).join(hex)
+    }
+
+    fn meta_path(&self, key: &Key) -> PathBuf {
+        self.body_path(key).with_extension(META_EXT)
+    }
+
+    fn read_meta(&self, key: &Key) -> io::Result<Option<Meta>> {
+        match fs::read(self.meta_path(key)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_if_present(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+impl Store for FsStore {
+    fn meta(&self, key: &Key) -> io::Result<Option<Meta>> {
+        self.read_meta(key)
+    }
+
+    fn open(&self, key: &Key) -> io::Result<Option<(Meta, File)>> {
+        let Some(meta) = self.read_meta(key)? else {
+            return Ok(None);
+        };
+        match File::open(self.body_path(key)) {
+            Ok(file) => Ok(Some((meta, file))),
+            // Deleted between the two reads.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create(&self, key: &Key) -> io::Result<Box<dyn Pending>> {
+        let name = format!("{}.{:016x}", key.hex(), rand::random::<u64>());
+        let body_tmp = self.tmp.join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&body_tmp)?;
+        Ok(Box::new(FsPending {
+            file: Some(file),
+            body_tmp,
+            meta_tmp: self.tmp.join(format!("{name}.{META_EXT}")),
+            body: self.body_path(key),
+            meta: self.meta_path(key),
+            fsync: self.fsync,
+        }))
+    }
+
+    fn delete(&self, key: &Key) -> io::Result<bool> {
+        // Metadata first: the file is invisible from that instant.
+        let had_meta = remove_if_present(&self.meta_path(key))?;
+        let had_body = remove_if_present(&self.body_path(key))?;
+        Ok(had_meta || had_body)
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()> {
+        for shard in fs::read_dir(&self.files)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(shard.path())? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == META_EXT) {
+                    match fs::read(&path) {
+                        Ok(bytes) => match serde_json::from_slice(&bytes) {
+                            Ok(meta) => f(meta),
+                            Err(e) => tracing::warn!(error = %e, "unreadable metadata skipped"),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct FsPending {
+    file: Option<File>,
+    body_tmp: PathBuf,
+    meta_tmp: PathBuf,
+    body: PathBuf,
+    meta: PathBuf,
+    fsync: bool,
+}
+
+impl FsPending {
+    fn link_body(&self) -> Result<(), CommitError> {
+        match fs::hard_link(&self.body_tmp, &self.body) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if self.meta.exists() {
+                    return Err(CommitError::Exists);
+                }
+                // A body without metadata is what a crash mid-commit leaves: not a file.
+                remove_if_present(&self.body)?;
+                fs::hard_link(&self.body_tmp, &self.body).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        CommitError::Exists
+                    } else {
+                        CommitError::Io(e)
+                    }
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Pending for FsPending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(file) => file.write_all(buf),
+            None => Err(io::Error::other("upload already committed")),
+        }
+    }
+
+    fn commit(mut self: Box<Self>, meta: &Meta) -> Result<(), CommitError> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("upload already committed"))?;
+        if self.fsync {
+            file.sync_data()?;
+        }
+        drop(file);
+        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        let mut meta_file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.meta_tmp)?;
+        meta_file.write_all(&json)?;
+        if self.fsync {
+            meta_file.sync_data()?;
+        }
+        drop(meta_file);
+        self.link_body()?;
+        if let Err(e) = fs::rename(&self.meta_tmp, &self.meta) {
+            let _ = fs::remove_file(&self.body);
+            return Err(e.into());
+        }
+        if self.fsync
+            && let Some(dir) = self.meta.parent()
+        {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FsPending {
+    fn drop(&mut self) {
+        // After a commit the body lives on under its final name; these are only the
+        // temporary names.
+        let _ = fs::remove_file(&self.body_tmp);
+        let _ = fs::remove_file(&self.meta_tmp);
+    }
+}

@@ -1,0 +1,247 @@
+//! PUT: check everything that can be checked from the headers (so an
+//! `Expect: 100-continue` client never sends a body we would refuse), then stream
+//! the body to a pending file while hashing it, then commit.
+
+use std::io;
+use std::net::IpAddr;
+
+use bytes::BytesMut;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+use tokio::task::{JoinHandle, spawn_blocking};
+
+use crate::app::App;
+use crate::auth::{Grant, Presented, Verifier};
+use crate::client_ip::client_ip;
+use crate::error::ApiError;
+use crate::http::body::{self, Body};
+use crate::path::SlotPath;
+use crate::store::{CommitError, Key, Meta, Pending};
+use crate::telemetry;
+
+/// Body bytes are gathered into buffers of this size before each disk write.
+const WRITE_CHUNK: usize = 512 * 1024;
+
+pub async fn put(
+    app: &App,
+    req: Request<Incoming>,
+    path: SlotPath,
+    peer: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let headers = &parts.headers;
+    let length = content_length(headers)?;
+    let content_type = header_str(headers, header::CONTENT_TYPE)?;
+    let presented = Presented {
+        path: &path,
+        query: parts.uri.query(),
+        content_length: length,
+        content_type,
+        authorization: header_str(headers, header::AUTHORIZATION)?,
+        now: app.clock.unix(),
+    };
+    let grant = app.verifier.verify(&presented).inspect_err(|&e| {
+        let ip = app
+            .config
+            .failed_auth_ip
+            .then(|| client_ip(peer, headers, &app.config.trusted_proxies));
+        telemetry::auth_failure(ip, Verifier::scheme_of(&presented), e);
+    })?;
+    if length > app.config.max_file_size {
+        return Err(ApiError::TooLarge);
+    }
+
+    let key = Key::for_path(path.as_str());
+    let _claim = app.claim(key).ok_or(ApiError::Exists)?;
+    let store = app.store.clone();
+    let now = app.clock.unix();
+    let pending = spawn_blocking(move || -> Result<Box<dyn Pending>, ApiError> {
+        if let Some(existing) = store.meta(&key)? {
+            if !existing.is_expired(now) {
+                return Err(ApiError::Exists);
+            }
+            // Past its expiry the path is free again, whether or not the reaper came.
+            store.delete(&key)?;
+        }
+        Ok(store.create(&key)?)
+    })
+    .await
+    .map_err(join_error)??;
+
+    let meta = describe(app, &path, &grant, content_type, now);
+    let sink = receive(app, incoming, pending, length).await?;
+    tracing::debug!(file = %key, bytes = length, "body received");
+    let committed = spawn_blocking(move || sink.commit(meta))
+        .await
+        .map_err(join_error)?;
+    match committed {
+        Ok(()) => {}
+        Err(CommitError::Exists) => return Err(ApiError::Exists),
+        Err(CommitError::Io(e)) => return Err(e.into()),
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+fn content_length(headers: &HeaderMap) -> Result<u64, ApiError> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ApiError::LengthRequired);
+    }
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let value = values.next().ok_or(ApiError::LengthRequired)?;
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest("several content-length headers"));
+    }
+    value
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or(ApiError::BadRequest("bad content-length"))
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| v.to_str())
+        .transpose()
+        .map_err(|_| ApiError::BadRequest("header is not ASCII"))
+}
+
+/// The metadata the file will carry once complete (size and hash filled in later).
+fn describe(app: &App, path: &SlotPath, grant: &Grant, sent_type: Option<&str>, now: u64) -> Meta {
+    let retention_end = now.saturating_add(app.config.retention.as_secs());
+    let expires = grant
+        .expires
+        .map_or(retention_end, |e| e.min(retention_end));
+    let content_type = grant
+        .signed_type
+        .as_deref()
+        .or(sent_type)
+        .filter(|t| t.parse::<mime::Mime>().is_ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            mime_guess::from_path(path.file_name())
+                .first_or_octet_stream()
+                .to_string()
+        });
+    Meta {
+        path: path.as_str().to_owned(),
+        name: path.file_name().to_owned(),
+        size: grant.size,
+        content_type,
+        sha256: String::new(),
+        created: now,
+        expires,
+        scheme: grant.scheme,
+        uploader: grant.uploader.clone(),
+    }
+}
+
+/// A pending file and the running hash of what went into it.
+struct Sink {
+    pending: Box<dyn Pending>,
+    hasher: Sha256,
+}
+
+impl Sink {
+    fn write(mut self, buf: BytesMut) -> io::Result<(Sink, BytesMut)> {
+        self.hasher.update(&buf);
+        self.pending.write(&buf)?;
+        Ok((self, buf))
+    }
+
+    fn commit(self, mut meta: Meta) -> Result<(), CommitError> {
+        meta.sha256 = hex::encode(self.hasher.finalize());
+        self.pending.commit(&meta)
+    }
+}
+
+type Written = JoinHandle<io::Result<(Sink, BytesMut)>>;
+
+/// Writes full buffers on the blocking pool, one at a time, so that the next
+/// buffer fills from the network while the previous one goes to disk.
+struct Writer {
+    idle: Option<(Sink, BytesMut)>,
+    busy: Option<Written>,
+}
+
+impl Writer {
+    async fn settle(&mut self) -> Result<(Sink, BytesMut), ApiError> {
+        match (self.busy.take(), self.idle.take()) {
+            (Some(handle), _) => Ok(handle.await.map_err(join_error)??),
+            (None, Some(idle)) => Ok(idle),
+            (None, None) => Err(ApiError::Internal(io::Error::other("upload writer lost"))),
+        }
+    }
+
+    /// Hands `buf`'s contents to the disk and leaves `buf` empty.
+    async fn flush(&mut self, buf: &mut BytesMut) -> Result<(), ApiError> {
+        let (sink, mut spare) = self.settle().await?;
+        spare.clear();
+        std::mem::swap(buf, &mut spare);
+        self.busy = Some(spawn_blocking(move || sink.write(spare)));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Sink, ApiError> {
+        Ok(self.settle().await?.0)
+    }
+}
+
+/// Streams exactly `length` bytes of body into `pending`.
+async fn receive(
+    app: &App,
+    mut incoming: Incoming,
+    pending: Box<dyn Pending>,
+    length: u64,
+) -> Result<Sink, ApiError> {
+    let sink = Sink {
+        pending,
+        hasher: Sha256::new(),
+    };
+    let mut writer = Writer {
+        idle: Some((sink, BytesMut::with_capacity(WRITE_CHUNK))),
+        busy: None,
+    };
+    let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
+    let mut received: u64 = 0;
+    loop {
+        let frame = tokio::time::timeout(app.config.idle_timeout, incoming.frame())
+            .await
+            .map_err(|_| ApiError::Timeout)?;
+        let data = match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => continue,
+            },
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "upload body interrupted");
+                return Err(ApiError::ShortBody);
+            }
+        };
+        received += data.len() as u64;
+        if received > length {
+            return Err(ApiError::LongBody);
+        }
+        buf.extend_from_slice(&data);
+        if buf.len() >= WRITE_CHUNK {
+            writer.flush(&mut buf).await?;
+        }
+    }
+    if received != length {
+        return Err(ApiError::ShortBody);
+    }
+    if !buf.is_empty() {
+        writer.flush(&mut buf).await?;
+    }
+    writer.finish().await
+}
+
+fn join_error(e: tokio::task::JoinError) -> ApiError {
+    ApiError::Internal(io::Error::other(e))
+}
