@@ -1,0 +1,274 @@
+//! The test harness: a real upslot on 127.0.0.1:<ephemeral> with a real data
+//! directory, a clock the test controls, and a small HTTP client that sends paths
+//! exactly as given (no normalisation), so that tests see what clients see.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use upslot::clock::ManualClock;
+use upslot::config::{Config, SecretSource};
+
+pub const SECRET: &str = "xep0363-test-secret";
+/// 2026-01-01T00:00:00Z: tests start their clock here unless they say otherwise.
+pub const T0: u64 = 1_767_225_600;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    pub config: Config,
+    data: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A configuration for tests: fixed secret, a fresh data directory, defaults
+/// otherwise. The caller keeps the TempDir alive.
+pub fn test_config() -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().join("data");
+    config.secret = SecretSource::Inline(SECRET.into());
+    (config, dir)
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        let (config, dir) = test_config();
+        Server::start_with(config, ManualClock::at(T0), Some(dir)).await
+    }
+
+    pub async fn start_config(f: impl FnOnce(&mut Config)) -> Server {
+        let (mut config, dir) = test_config();
+        f(&mut config);
+        Server::start_with(config, ManualClock::at(T0), Some(dir)).await
+    }
+
+    /// Starts on `config` as given; `data` (if any) is removed when the server is dropped.
+    pub async fn start_with(
+        config: Config,
+        clock: Arc<ManualClock>,
+        data: Option<tempfile::TempDir>,
+    ) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = upslot::Service::open(config.clone(), clock.clone()).unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(service.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            clock,
+            config,
+            data,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Asks for a graceful shutdown and waits until the service has stopped; the
+    /// data directory is handed back so that a restart can reuse it.
+    pub async fn stop(mut self) -> (Config, Arc<ManualClock>, Option<tempfile::TempDir>) {
+        self.shutdown().await;
+        (self.config.clone(), self.clock.clone(), self.data.take())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn secret(&self) -> &[u8] {
+        SECRET.as_bytes()
+    }
+
+    /// `path` is below base_path, decoded (e.g. `slot/Grüße.txt`). Returns the
+    /// request target (encoded path plus `?v=...` etc.) for a query-token scheme.
+    pub fn signed_target(
+        &self,
+        scheme: upslot::auth::Scheme,
+        path: &str,
+        size: u64,
+        content_type: Option<&str>,
+    ) -> String {
+        let query =
+            upslot::auth::sign_query(scheme, self.secret(), path, size, content_type).unwrap();
+        format!("{}?{query}", self.target(path))
+    }
+
+    /// The encoded request path for a decoded `path` below base_path.
+    pub fn target(&self, path: &str) -> String {
+        format!(
+            "{}{}",
+            self.config.base_path,
+            upslot::path::SlotPath::encode(path)
+        )
+    }
+
+    /// PUTs `body` to `path` signed with v1; returns the status.
+    pub async fn put_v1(&self, path: &str, body: &[u8]) -> Response {
+        let target = self.signed_target(upslot::auth::Scheme::V1, path, body.len() as u64, None);
+        self.request(Method::PUT, &target, &[], body.to_vec()).await
+    }
+
+    /// Uploads `body` to `path` (v1) and asserts 201.
+    pub async fn upload(&self, path: &str, body: &[u8]) {
+        let r = self.put_v1(path, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "upload of {path}: {}",
+            r.text()
+        );
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request(Method::GET, &self.target(path), headers, Vec::new())
+            .await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Response {
+        request(self.addr, method, target, headers, body).await
+    }
+
+    /// Every file currently in the data directory (bodies, metadata, temporaries).
+    pub fn files_on_disk(&self) -> Vec<PathBuf> {
+        walk(self.data_dir())
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n != "secret"))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; the target is sent as given.
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Response {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut builder = Request::builder()
+        .method(method.clone())
+        .uri(target)
+        .header("host", addr.to_string());
+    let mut has_length = false;
+    for (k, v) in headers {
+        has_length |= k.eq_ignore_ascii_case("content-length");
+        builder = builder.header(*k, *v);
+    }
+    if method == Method::PUT && !has_length {
+        builder = builder.header("content-length", body.len());
+    }
+    let req = builder.body(Full::new(Bytes::from(body))).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+        .await
+        .expect("response within 30 s")
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Writes `bytes` on a fresh connection and returns everything the server sends
+/// until it closes the connection or goes quiet for `quiet`.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_until_quiet(&mut stream, quiet).await
+}
+
+pub async fn read_until_quiet(stream: &mut TcpStream, quiet: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> Option<u16> {
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
