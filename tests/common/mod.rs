@@ -36,9 +36,11 @@ pub struct Server {
 /// otherwise. The caller keeps the TempDir alive.
 pub fn test_config() -> (Config, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("data");
-    config.secret = SecretSource::Inline(SECRET.into());
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        secret: SecretSource::Inline(SECRET.into()),
+        ..Config::default()
+    };
     (config, dir)
 }
 
