@@ -1,7 +1,7 @@
 //! The `upslot` command: parse the command line, load configuration, start
 //! logging, and hand over to the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -102,9 +102,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     let service = upslot::Service::open(config, std::sync::Arc::new(SystemClock))?;
     let config = service.config();
-    let base_url = hints::default_base_url(config);
+    let base_url = format!("http://{bound}{}", config.base_path);
     match &service.secret().origin {
         Origin::Generated(path) => {
             tracing::info!(path = %path.display(), "generated a new secret")
@@ -119,31 +121,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         "<the secret; see the log line above>".to_owned()
     };
-    println!(
-        "upslot listening on http://{}{}\n\nPaste into your XMPP server (use your public https URL):\n\n{}",
-        config.listen,
-        config.base_path,
+    let banner = format!(
+        "upslot listening on {base_url}\n\nPaste into your XMPP server (with your public https URL):\n\n{}",
         hints::xmpp_snippets(config, &base_url, &shown)
     );
-    tracing::info!(listen = %config.listen, "listening");
-    service.serve(listener, shutdown_signal()).await?;
+    // A closed stdout must not stop the service: the banner is a courtesy.
+    let _ = writeln!(std::io::stdout().lock(), "{banner}");
+    tracing::info!(listen = %bound, "listening");
+    service.serve(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT at once (so a signal that arrives right after
+/// start-up is not fatal) and returns a future that resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 fn sign(

@@ -4,6 +4,7 @@
 //! <data_dir>/files/<2 hex>/<64 hex>        body
 //! <data_dir>/files/<2 hex>/<64 hex>.meta   metadata (JSON)
 //! <data_dir>/tmp/                          uploads in progress; emptied at start-up
+//! <data_dir>/lock                          held while a service uses the directory
 //! ```
 //!
 //! Commit order: body and metadata are written to `tmp/` (and fsynced), the body is
@@ -25,6 +26,9 @@ pub struct FsStore {
     files: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    /// Held for the store's lifetime: a second service on the same directory would
+    /// empty `tmp/` under the first one's feet.
+    _lock: File,
 }
 
 impl FsStore {
@@ -34,6 +38,18 @@ impl FsStore {
         let files = data_dir.join("files");
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&files)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("lock"))?;
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "another upslot is using this data directory",
+            ),
+            fs::TryLockError::Error(e) => e,
+        })?;
         match fs::remove_dir_all(&tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -49,7 +65,12 @@ impl FsStore {
             sync_dir(&files)?;
             sync_dir(data_dir)?;
         }
-        Ok(FsStore { files, tmp, fsync })
+        Ok(FsStore {
+            files,
+            tmp,
+            fsync,
+            _lock: lock,
+        })
     }
 
     fn body_path(&self, key: &Key) -> PathBuf {

@@ -158,11 +158,12 @@ impl Server {
         request(self.addr, method, target, headers, body).await
     }
 
-    /// Every file currently in the data directory (bodies, metadata, temporaries).
+    /// Every file currently in the data directory (bodies, metadata, temporaries),
+    /// leaving out the service's own `secret` and `lock`.
     pub fn files_on_disk(&self) -> Vec<PathBuf> {
         walk(self.data_dir())
             .into_iter()
-            .filter(|p| p.file_name().is_some_and(|n| n != "secret"))
+            .filter(|p| p.file_name().is_some_and(|n| n != "secret" && n != "lock"))
             .collect()
     }
 }

@@ -1,0 +1,243 @@
+//! The `upslot` binary as an operator uses it: `serve` on defaults or a file,
+//! `sign` for curl-style trials, `check-config`, and SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+const BIN: &str = env!("CARGO_BIN_EXE_upslot");
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    stdout: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `upslot serve` in `dir` and reads the banner up to the last snippet line.
+fn serve(dir: &Path, args: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("UPSLOT_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    let mut addr = None;
+    for line in lines.by_ref().take(200) {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("upslot listening on http://") {
+            addr = Some(rest.split('/').next().unwrap().parse().unwrap());
+        }
+        let last = line.contains("max_size:");
+        stdout.push(line);
+        if last {
+            break;
+        }
+    }
+    Running {
+        child,
+        addr: addr.expect("banner names the address"),
+        stdout,
+    }
+}
+
+fn sign(dir: &Path, args: &[&str]) -> Vec<String> {
+    let out = Command::new(BIN)
+        .arg("sign")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("UPSLOT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_config(dir: &Path, extra: &str) -> String {
+    let path = dir.join("upslot.toml");
+    std::fs::write(
+        &path,
+        format!("listen = \"127.0.0.1:0\"\n{extra}[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn target_of(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    rest[rest.find('/').unwrap()..].to_owned()
+}
+
+#[tokio::test]
+async fn first_start_generates_a_secret_and_prints_snippets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let running = serve(dir.path(), &["-c", &config]);
+    let secret_path = dir.path().join("upslot-data/secret");
+    let mode = std::fs::metadata(&secret_path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let banner = running.stdout.join("\n");
+    for line in [
+        "http_upload_external_base_url",
+        "http_upload_external_secret",
+        "http_file_share_base_url",
+        "http_file_share_secret",
+        "mod_http_upload:",
+        "external_secret:",
+    ] {
+        assert!(banner.contains(line), "banner lacks {line}:\n{banner}");
+    }
+    // Not a terminal: the secret itself stays out of captured output.
+    let secret = std::fs::read_to_string(&secret_path).unwrap();
+    assert!(!banner.contains(secret.trim()));
+    drop(running);
+
+    // A second start keeps the same secret.
+    let _again = serve(dir.path(), &["-c", &config]);
+    assert_eq!(std::fs::read_to_string(&secret_path).unwrap(), secret);
+}
+
+#[tokio::test]
+async fn sign_then_put_and_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let running = serve(dir.path(), &["-c", &config]);
+    let base = format!("http://{}/upload/", running.addr);
+    for scheme in ["v1", "v2", "token", "jwt"] {
+        let name = format!("Grüße {scheme} (1).txt");
+        let lines = sign(
+            dir.path(),
+            &[
+                "-c",
+                &config,
+                "--scheme",
+                scheme,
+                "--size",
+                "5",
+                "--type",
+                "text/plain",
+                "--base-url",
+                &base,
+                "--user",
+                "romeo@example.org",
+                &name,
+            ],
+        );
+        let target = target_of(&lines[0]);
+        let mut headers = vec![("content-type", "text/plain")];
+        if scheme == "jwt" {
+            let value = lines[1].strip_prefix("Authorization: ").unwrap();
+            headers.push(("authorization", value));
+        }
+        let put = common::request(
+            running.addr,
+            Method::PUT,
+            &target,
+            &headers,
+            b"hello".to_vec(),
+        )
+        .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{scheme}: {}", put.text());
+        let get_target = target.split('?').next().unwrap();
+        let get = common::request(running.addr, Method::GET, get_target, &[], vec![]).await;
+        assert_eq!(get.status, StatusCode::OK);
+        assert_eq!(&get.body[..], b"hello");
+        assert!(
+            get.header("content-disposition")
+                .unwrap()
+                .contains("filename*=UTF-8''Gr%C3%BC%C3%9Fe")
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut running = serve(dir.path(), &["-c", &config]);
+    let pid = running.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let mut exit = None;
+    for _ in 0..100 {
+        if let Some(s) = running.child.try_wait().unwrap() {
+            exit = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exit = exit.expect("exited after SIGTERM");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(exit.success(), "{exit:?}: {log}");
+}
+
+#[test]
+fn check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "retention = \"2d\"\n");
+    let out = Command::new(BIN)
+        .args(["check-config", &good])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    for (text, needle) in [
+        ("retention = \"2d\"\nretension = \"3d\"\n", "retension"),
+        ("max_file_size = \"huge\"\n", "max_file_size"),
+        ("[cors]\nallow_origin = [\"*\"]\n", "allow_origin"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", bad.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn sign_without_secret_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["sign", "--size", "1", "a.txt"])
+        .current_dir(dir.path())
+        .env_remove("UPSLOT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no secret"));
+}
