@@ -1,5 +1,5 @@
-//! The service's shared state: configuration, storage, the slot verifier, the
-//! clock, and the set of paths with an upload in progress.
+//! The service's shared state: configuration, storage and its in-memory index,
+//! the slot verifier, the clock, and the set of paths with an upload in progress.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -7,13 +7,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::auth::Verifier;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::index::Index;
+use crate::reaper::ReaperStats;
 use crate::store::{Key, Store};
 
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    pub index: Arc<Index>,
     pub verifier: Verifier,
     pub clock: SharedClock,
+    pub reaper: ReaperStats,
     uploading: Arc<Mutex<HashSet<Key>>>,
 }
 
@@ -21,14 +25,17 @@ impl App {
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
+        index: Arc<Index>,
         verifier: Verifier,
         clock: SharedClock,
     ) -> App {
         App {
             config,
             store,
+            index,
             verifier,
             clock,
+            reaper: ReaperStats::default(),
             uploading: Arc::default(),
         }
     }

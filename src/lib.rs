@@ -10,11 +10,15 @@ pub mod auth;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod download;
 pub mod error;
+pub mod files;
 pub mod hints;
 pub mod http;
+pub mod index;
 pub mod path;
+pub mod reaper;
 pub mod routes;
 pub mod secret;
 pub mod server;
@@ -32,6 +36,7 @@ use crate::app::App;
 use crate::auth::Verifier;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::index::Index;
 use crate::secret::Secret;
 use crate::store::FsStore;
 
@@ -55,18 +60,28 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens the data directory (clearing what interrupted uploads left) and
-    /// resolves the secret, generating one on first start if none is configured.
+    /// Opens the data directory (clearing what interrupted uploads left, deleting
+    /// what expired while the service was down, and indexing the rest) and resolves
+    /// the secret, generating one on first start if none is configured.
     pub fn open(config: Config, clock: SharedClock) -> Result<Service, StartError> {
         let secret = Secret::resolve(&config, true).map_err(StartError::Secret)?;
-        let store =
-            FsStore::open(&config.data_dir, config.fsync).map_err(|source| StartError::Store {
-                path: config.data_dir.clone(),
-                source,
-            })?;
+        let store_error = |source| StartError::Store {
+            path: config.data_dir.clone(),
+            source,
+        };
+        let store = FsStore::open(&config.data_dir, config.fsync).map_err(store_error)?;
+        let index = Arc::new(Index::new(config.quota_total, config.quota_per_user));
+        let swept = reaper::sweep_at_start(&store, &index, clock.unix()).map_err(store_error)?;
+        let usage = index.usage();
+        tracing::info!(
+            files = usage.files,
+            bytes = usage.bytes,
+            expired_deleted = swept,
+            "storage opened"
+        );
         let verifier =
             Verifier::new(secret.as_bytes(), &config.schemes).map_err(|_| StartError::BadSecret)?;
-        let app = App::new(config, Arc::new(store), verifier, clock);
+        let app = App::new(config, Arc::new(store), index, verifier, clock);
         Ok(Service {
             app: Arc::new(app),
             secret,
@@ -82,11 +97,30 @@ impl Service {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains (DESIGN §5).
+    /// The reaper and the control socket run alongside.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        server::serve(self.app, listener, shutdown).await
+        let control = control::listen(&self.app.config.data_dir, Arc::clone(&self.app.index))
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no control socket: `upslot files delete` will show in usage after a restart");
+            })
+            .ok();
+        let reaper = tokio::spawn(reaper::run(Arc::clone(&self.app)));
+        let served = server::serve(Arc::clone(&self.app), listener, shutdown).await;
+        reaper.abort();
+        let _ = reaper.await;
+        if let Some(control) = control {
+            control.abort();
+            let _ = control.await;
+        }
+        served
+    }
+
+    /// The shared state, for tests that look inside.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
     }
 }

@@ -28,7 +28,7 @@ pub struct FsStore {
     fsync: bool,
     /// Held for the store's lifetime: a second service on the same directory would
     /// empty `tmp/` under the first one's feet.
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl FsStore {
@@ -69,7 +69,25 @@ impl FsStore {
             files,
             tmp,
             fsync,
-            _lock: lock,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens the store of a directory that a running service may own, for the
+    /// `files` commands: no lock, no clean-up, nothing created.
+    pub fn attach(data_dir: &Path) -> io::Result<FsStore> {
+        let files = data_dir.join("files");
+        if !files.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no upslot data in {}", data_dir.display()),
+            ));
+        }
+        Ok(FsStore {
+            files,
+            tmp: data_dir.join("tmp"),
+            fsync: true,
+            _lock: None,
         })
     }
 
@@ -140,10 +158,11 @@ impl Store for FsStore {
     }
 
     fn delete(&self, key: &Key) -> io::Result<bool> {
-        // Metadata first: the file is invisible from that instant.
-        let had_meta = remove_if_present(&self.meta_path(key))?;
-        let had_body = remove_if_present(&self.body_path(key))?;
-        Ok(had_meta || had_body)
+        // Metadata first: the file is invisible from that instant, and only one
+        // caller can succeed in removing it.
+        let removed = remove_if_present(&self.meta_path(key))?;
+        remove_if_present(&self.body_path(key))?;
+        Ok(removed)
     }
 
     fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()> {

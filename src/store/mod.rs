@@ -19,7 +19,7 @@ pub use self::fs::FsStore;
 
 /// A file's identity in storage: SHA-256 of its signed path. Derived, fixed-length
 /// and hex, so no request path can name anything on disk.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key([u8; 32]);
 
 impl Key {
@@ -101,7 +101,8 @@ pub trait Store: Send + Sync + 'static {
     fn open(&self, key: &Key) -> io::Result<Option<(Meta, std::fs::File)>>;
     /// Begins an upload; nothing is visible until [`Pending::commit`].
     fn create(&self, key: &Key) -> io::Result<Box<dyn Pending>>;
-    /// Removes body and metadata; false if there was nothing.
+    /// Removes body and metadata; true only for the one caller that removed the
+    /// metadata, so that a file is never counted out twice.
     fn delete(&self, key: &Key) -> io::Result<bool>;
     /// Calls `f` with the metadata of every complete file.
     fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()>;

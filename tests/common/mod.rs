@@ -159,11 +159,14 @@ impl Server {
     }
 
     /// Every file currently in the data directory (bodies, metadata, temporaries),
-    /// leaving out the service's own `secret` and `lock`.
+    /// leaving out the service's own `secret`, `lock` and `control.sock`.
     pub fn files_on_disk(&self) -> Vec<PathBuf> {
         walk(self.data_dir())
             .into_iter()
-            .filter(|p| p.file_name().is_some_and(|n| n != "secret" && n != "lock"))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n != "secret" && n != "lock" && n != "control.sock")
+            })
             .collect()
     }
 }

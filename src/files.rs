@@ -1,0 +1,214 @@
+//! The data-subject tools behind `upslot files`: list, show, export and delete
+//! files, by path or by uploader. They read and delete on disk directly, so they
+//! take effect at once whether or not the service runs; a running service hears of
+//! deletions through [`crate::control`] so that its usage and quotas follow.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use sha1::{Digest, Sha1};
+
+use crate::path::SlotPath;
+use crate::store::{Key, Meta, Store};
+
+/// Does `meta` belong to `jid`? Prosody's JWT uploads name the bare JID;
+/// ejabberd's put the SHA-1 of the bare JID, or its node, in the path.
+pub fn belongs_to(meta: &Meta, jid: &str) -> bool {
+    let Some(uploader) = meta.uploader.as_deref() else {
+        return false;
+    };
+    let bare = bare_jid(jid);
+    if uploader.eq_ignore_ascii_case(&bare) {
+        return true;
+    }
+    if uploader.eq_ignore_ascii_case(&hex::encode(Sha1::digest(bare.as_bytes()))) {
+        return true;
+    }
+    match bare.split_once('@') {
+        Some((node, _)) => uploader.eq_ignore_ascii_case(node),
+        None => false,
+    }
+}
+
+/// `Alice@Example.org/phone` → `alice@example.org`.
+fn bare_jid(jid: &str) -> String {
+    jid.split('/').next().unwrap_or(jid).to_lowercase()
+}
+
+/// The signed path named by an argument: a full URL, a request path below
+/// `base_path`, or the signed path itself.
+pub fn signed_path(arg: &str, base_path: &str) -> Result<String, String> {
+    let arg = arg.split(['?', '#']).next().unwrap_or(arg);
+    let request_path = match arg.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => arg,
+    };
+    if request_path.starts_with(base_path) {
+        SlotPath::parse(request_path, base_path)
+            .map(|p| p.as_str().to_owned())
+            .map_err(|e| format!("{arg}: {e}"))
+    } else if request_path.starts_with('/') {
+        Err(format!("{arg}: not below {base_path}"))
+    } else {
+        Ok(request_path.to_owned())
+    }
+}
+
+/// Every file, or every file of `user`, oldest first.
+pub fn list(store: &dyn Store, user: Option<&str>) -> io::Result<Vec<Meta>> {
+    let mut files = Vec::new();
+    store.for_each(&mut |meta| {
+        if user.is_none_or(|jid| belongs_to(&meta, jid)) {
+            files.push(meta);
+        }
+    })?;
+    files.sort_by(|a, b| (a.created, &a.path).cmp(&(b.created, &b.path)));
+    Ok(files)
+}
+
+/// Deletes the files at `paths`; returns the metadata of those it removed.
+pub fn delete(store: &dyn Store, paths: &[String]) -> io::Result<Vec<Meta>> {
+    let mut removed = Vec::new();
+    for path in paths {
+        let key = Key::for_path(path);
+        if let Some(meta) = store.meta(&key)?
+            && store.delete(&key)?
+        {
+            removed.push(meta);
+        }
+    }
+    Ok(removed)
+}
+
+/// What `files export` writes: every fact stored about a user's files.
+#[derive(Debug, Serialize)]
+pub struct Export<'a> {
+    pub user: &'a str,
+    pub exported_at: String,
+    pub files: Vec<ExportedFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportedFile {
+    pub path: String,
+    pub name: String,
+    pub size: u64,
+    #[serde(rename = "type")]
+    pub content_type: String,
+    pub sha256: String,
+    pub created: String,
+    pub expires: String,
+    pub scheme: String,
+    pub uploader: Option<String>,
+}
+
+impl From<&Meta> for ExportedFile {
+    fn from(m: &Meta) -> Self {
+        ExportedFile {
+            path: m.path.clone(),
+            name: m.name.clone(),
+            size: m.size,
+            content_type: m.content_type.clone(),
+            sha256: m.sha256.clone(),
+            created: rfc3339(m.created),
+            expires: rfc3339(m.expires),
+            scheme: m.scheme.to_string(),
+            uploader: m.uploader.clone(),
+        }
+    }
+}
+
+pub fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// One line per file for people: created, expires, size, type, uploader, path.
+pub fn table(files: &[Meta]) -> String {
+    let mut out = String::new();
+    for m in files {
+        out.push_str(&format!(
+            "{}  {}  {:>12}  {:<24}  {:<24}  {}\n",
+            rfc3339(m.created),
+            rfc3339(m.expires),
+            m.size,
+            m.content_type,
+            m.uploader.as_deref().unwrap_or("-"),
+            m.path
+        ));
+    }
+    out
+}
+
+/// `files delete`: removes on disk, then tells a running service.
+pub fn delete_and_notify(
+    store: &dyn Store,
+    data_dir: &Path,
+    paths: &[String],
+) -> io::Result<(Vec<Meta>, bool)> {
+    let removed = delete(store, paths)?;
+    let told = if removed.is_empty() {
+        false
+    } else {
+        crate::control::notify_removed(data_dir, &removed)?
+    };
+    Ok((removed, told))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Scheme;
+
+    fn meta(uploader: Option<&str>) -> Meta {
+        Meta {
+            path: "a/b".into(),
+            name: "b".into(),
+            size: 1,
+            content_type: "text/plain".into(),
+            sha256: String::new(),
+            created: 0,
+            expires: 1,
+            scheme: Scheme::V1,
+            uploader: uploader.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn users_by_every_name_a_server_uses() {
+        let jid = "romeo@montague.example";
+        assert!(belongs_to(&meta(Some("romeo@montague.example")), jid));
+        assert!(belongs_to(
+            &meta(Some("romeo@montague.example")),
+            "Romeo@Montague.example/phone"
+        ));
+        // The ejabberd vector's user segment is SHA-1 of this JID.
+        assert!(belongs_to(
+            &meta(Some("a5018f8c277bc4e61647c7b631df1c57f1cd4628")),
+            jid
+        ));
+        assert!(belongs_to(&meta(Some("romeo")), jid));
+        assert!(!belongs_to(&meta(Some("juliet@capulet.example")), jid));
+        assert!(!belongs_to(&meta(None), jid));
+    }
+
+    #[test]
+    fn paths_in_every_form() {
+        let want = Ok("u/Grüße.txt".to_owned());
+        assert_eq!(
+            signed_path(
+                "https://h.example/upload/u/Gr%C3%BC%C3%9Fe.txt?v=1",
+                "/upload/"
+            ),
+            want
+        );
+        assert_eq!(
+            signed_path("/upload/u/Gr%c3%bc%c3%9fe.txt", "/upload/"),
+            want
+        );
+        assert_eq!(signed_path("u/Grüße.txt", "/upload/"), want);
+        assert!(signed_path("/elsewhere/x", "/upload/").is_err());
+        assert!(signed_path("/upload/a/../b", "/upload/").is_err());
+    }
+}
