@@ -7,6 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::AuthError;
 use crate::http::body::{self, Body};
+use crate::index::QuotaError;
 use crate::path::PathError;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum ApiError {
     PreconditionFailed,
     #[error("insufficient storage")]
     InsufficientStorage,
+    #[error("quota exceeded")]
+    UserQuota,
     #[error("shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -48,6 +51,15 @@ impl From<PathError> for ApiError {
         match e {
             PathError::OutsideBase => ApiError::NotFound,
             PathError::Invalid(why) => ApiError::BadPath(why),
+        }
+    }
+}
+
+impl From<QuotaError> for ApiError {
+    fn from(e: QuotaError) -> Self {
+        match e {
+            QuotaError::Total => ApiError::InsufficientStorage,
+            QuotaError::User => ApiError::UserQuota,
         }
     }
 }
@@ -74,7 +86,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge | ApiError::UserQuota => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Exists => StatusCode::CONFLICT,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,

@@ -55,6 +55,39 @@ enum Command {
     },
     /// Validate a configuration file.
     CheckConfig { file: PathBuf },
+    /// See, export and erase stored files (works while the service runs).
+    Files {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: FilesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilesAction {
+    /// List files, oldest first.
+    List {
+        /// Only this user's files (bare JID).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything stored about one file (URL, request path or signed path).
+    Show { path: String },
+    /// Every fact stored about a user's files, as JSON.
+    Export {
+        #[arg(long)]
+        user: String,
+    },
+    /// Delete files by path, or all of a user's files.
+    Delete {
+        #[arg(long, conflicts_with = "paths")]
+        user: Option<String>,
+        #[arg(required_unless_present = "user")]
+        paths: Vec<String>,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -82,6 +115,7 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|()| anyhow::anyhow!("unknown scheme {scheme:?}: v1, v2, token, jwt"))?;
             sign(&config, scheme, size, content_type, base_url, user, path)
         }
+        Command::Files { config, action } => files(&load(config.as_ref())?, action),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             println!(
@@ -205,6 +239,63 @@ fn sign(
                 bail!("cannot sign {scheme}");
             };
             println!("{url}?{query}");
+        }
+    }
+    Ok(())
+}
+
+fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
+    use upslot::files;
+    let store = upslot::store::FsStore::attach(&config.data_dir)?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        FilesAction::List { user, json } => {
+            let list = files::list(&store, user.as_deref())?;
+            if json {
+                let list: Vec<files::ExportedFile> = list.iter().map(Into::into).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                write!(out, "{}", files::table(&list))?;
+            }
+        }
+        FilesAction::Show { path } => {
+            let path = files::signed_path(&path, &config.base_path).map_err(anyhow::Error::msg)?;
+            let key = upslot::store::Key::for_path(&path);
+            let Some(meta) = upslot::store::Store::meta(&store, &key)? else {
+                bail!("no file at {path}");
+            };
+            let shown = files::ExportedFile::from(&meta);
+            writeln!(out, "{}", serde_json::to_string_pretty(&shown)?)?;
+        }
+        FilesAction::Export { user } => {
+            let list = files::list(&store, Some(&user))?;
+            let export = files::Export {
+                user: &user,
+                exported_at: files::rfc3339(SystemClock.unix()),
+                files: list.iter().map(Into::into).collect(),
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&export)?)?;
+        }
+        FilesAction::Delete { user, paths } => {
+            let paths = match user {
+                Some(user) => files::list(&store, Some(&user))?
+                    .into_iter()
+                    .map(|m| m.path)
+                    .collect(),
+                None => paths
+                    .iter()
+                    .map(|p| files::signed_path(p, &config.base_path))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let (removed, told) = files::delete_and_notify(&store, &config.data_dir, &paths)?;
+            writeln!(out, "deleted {} file(s)", removed.len())?;
+            if !removed.is_empty() && !told {
+                writeln!(
+                    out,
+                    "(no service running; it will count them at its next start)"
+                )?;
+            }
         }
     }
     Ok(())

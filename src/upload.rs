@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -55,35 +56,52 @@ pub async fn put(
 
     let key = Key::for_path(path.as_str());
     let _claim = app.claim(key).ok_or(ApiError::Exists)?;
-    let store = app.store.clone();
     let now = app.clock.unix();
-    let pending = spawn_blocking(move || -> Result<Box<dyn Pending>, ApiError> {
-        if let Some(existing) = store.meta(&key)? {
-            if !existing.is_expired(now) {
-                return Err(ApiError::Exists);
-            }
-            // Past its expiry the path is free again, whether or not the reaper came.
-            store.delete(&key)?;
-        }
-        Ok(store.create(&key)?)
-    })
-    .await
-    .map_err(join_error)??;
-
     let meta = describe(app, &path, &grant, content_type, now);
+    let pending = prepare(app, key, now, length).await?;
+    let reservation = app.index.reserve(length, meta.uploader.as_deref())?;
+
     let sink = receive(app, incoming, pending, length).await?;
     tracing::debug!(file = %key, bytes = length, "body received");
     let committed = spawn_blocking(move || sink.commit(meta))
         .await
         .map_err(join_error)?;
     match committed {
-        Ok(()) => {}
+        Ok(meta) => reservation.commit(&meta),
         Err(CommitError::Exists) => return Err(ApiError::Exists),
         Err(CommitError::Io(e)) => return Err(e.into()),
     }
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
+}
+
+/// The checks that need the disk, before any body byte is read: the path is free
+/// (or holds only an expired file, which goes now), and the file system keeps
+/// `min_free_space` after this upload and those in flight.
+async fn prepare(app: &App, key: Key, now: u64, length: u64) -> Result<Box<dyn Pending>, ApiError> {
+    let store = Arc::clone(&app.store);
+    let index = Arc::clone(&app.index);
+    let needed = length
+        .saturating_add(app.config.min_free_space)
+        .saturating_add(index.reserved());
+    spawn_blocking(move || -> Result<Box<dyn Pending>, ApiError> {
+        if let Some(existing) = store.meta(&key)? {
+            if !existing.is_expired(now) {
+                return Err(ApiError::Exists);
+            }
+            // Past its expiry the path is free again, whether or not the reaper came.
+            if store.delete(&key)? {
+                index.removed(&existing);
+            }
+        }
+        if store.available_space()? < needed {
+            return Err(ApiError::InsufficientStorage);
+        }
+        Ok(store.create(&key)?)
+    })
+    .await
+    .map_err(join_error)?
 }
 
 fn content_length(headers: &HeaderMap) -> Result<u64, ApiError> {
@@ -137,8 +155,17 @@ fn describe(app: &App, path: &SlotPath, grant: &Grant, sent_type: Option<&str>, 
         created: now,
         expires,
         scheme: grant.scheme,
-        uploader: grant.uploader.clone(),
+        uploader: grant.uploader.clone().or_else(|| ejabberd_user(path)),
     }
+}
+
+/// ejabberd's slots are `<user>/<40 random alphanumerics>/<name>`, where `<user>`
+/// is the SHA-1 of the bare JID or its node: the uploader, for quotas and `files`.
+fn ejabberd_user(path: &SlotPath) -> Option<String> {
+    let mut segments = path.as_str().split('/');
+    let (user, random, _name) = (segments.next()?, segments.next()?, segments.next()?);
+    let looks_random = random.len() == 40 && random.bytes().all(|b| b.is_ascii_alphanumeric());
+    (segments.next().is_none() && looks_random).then(|| user.to_owned())
 }
 
 /// A pending file and the running hash of what went into it.
@@ -154,9 +181,10 @@ impl Sink {
         Ok((self, buf))
     }
 
-    fn commit(self, mut meta: Meta) -> Result<(), CommitError> {
+    fn commit(self, mut meta: Meta) -> Result<Meta, CommitError> {
         meta.sha256 = hex::encode(self.hasher.finalize());
-        self.pending.commit(&meta)
+        self.pending.commit(&meta)?;
+        Ok(meta)
     }
 }
 

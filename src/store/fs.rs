@@ -165,6 +165,11 @@ impl Store for FsStore {
         Ok(removed)
     }
 
+    fn available_space(&self) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(&self.files).map_err(io::Error::from)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()> {
         for shard in fs::read_dir(&self.files)? {
             let shard = shard?;

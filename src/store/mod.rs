@@ -104,6 +104,8 @@ pub trait Store: Send + Sync + 'static {
     /// Removes body and metadata; true only for the one caller that removed the
     /// metadata, so that a file is never counted out twice.
     fn delete(&self, key: &Key) -> io::Result<bool>;
+    /// Bytes that unprivileged writers can still store.
+    fn available_space(&self) -> io::Result<u64>;
     /// Calls `f` with the metadata of every complete file.
     fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()>;
 }

@@ -39,6 +39,9 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
     let config = Config {
         data_dir: dir.path().join("data"),
         secret: SecretSource::Inline(SECRET.into()),
+        // The default (1 GiB) would make every test fail on a nearly full disk;
+        // the free-space tests set their own.
+        min_free_space: 0,
         ..Config::default()
     };
     (config, dir)
