@@ -25,6 +25,8 @@ pub const T0: u64 = 1_767_225_600;
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The running service's state, for checks of what the index holds.
+    pub app: Arc<upslot::app::App>,
     pub clock: Arc<ManualClock>,
     pub config: Config,
     data: Option<tempfile::TempDir>,
@@ -68,12 +70,14 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let service = upslot::Service::open(config.clone(), clock.clone()).unwrap();
+        let app = Arc::clone(service.app());
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(service.serve(listener, async {
             let _ = rx.await;
         }));
         Server {
             addr,
+            app,
             clock,
             config,
             data,

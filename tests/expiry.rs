@@ -1,0 +1,196 @@
+//! Files are kept `retention` (7 days by default) or until the JWT's `expires`,
+//! whichever is sooner; expired files are 404 at once and deleted by the reaper,
+//! and those that expired while the service was down go at start-up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SECRET, Server, T0};
+use http::{Method, StatusCode};
+use upslot::auth::{JwtSlot, sign_jwt};
+use upslot::index::Usage;
+
+const WEEK: u64 = 7 * 24 * 3600;
+
+/// Waits (bounded) until the data directory holds no file bodies or metadata.
+async fn until_gone(server: &Server) -> bool {
+    for _ in 0..200 {
+        if server.files_on_disk().is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+async fn reaping_server() -> Server {
+    Server::start_config(|c| c.reap_interval = Duration::from_millis(20)).await
+}
+
+#[tokio::test]
+async fn served_until_the_last_second_then_gone_before_the_reaper_runs() {
+    // A reaper that never runs within the test: 404 must not depend on it.
+    let server = Server::start_config(|c| c.reap_interval = Duration::from_secs(3600)).await;
+    server.upload("slot/a.txt", b"hello").await;
+    server.clock.set(T0 + WEEK - 1);
+    let r = server.get("slot/a.txt", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("cache-control"),
+        Some("private, max-age=1, immutable")
+    );
+    server.clock.set(T0 + WEEK);
+    assert_eq!(
+        server.get("slot/a.txt", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    server.clock.set(T0 + WEEK + 1);
+    assert_eq!(
+        server.get("slot/a.txt", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let head = server
+        .request(Method::HEAD, &server.target("slot/a.txt"), &[], vec![])
+        .await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    // Still on disk (the reaper has not run), yet never served.
+    assert!(!server.files_on_disk().is_empty());
+}
+
+#[tokio::test]
+async fn reaper_deletes_body_metadata_and_index_entry() {
+    let server = reaping_server().await;
+    server.upload("slot/old.txt", b"old").await;
+    server.clock.set(T0 + 3600);
+    server.upload("slot/new.txt", b"newer").await;
+    assert_eq!(server.app.index.usage(), Usage { files: 2, bytes: 8 });
+
+    server.clock.set(T0 + WEEK);
+    for _ in 0..200 {
+        if server.app.index.usage().files == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 5 });
+    assert_eq!(server.get("slot/new.txt", &[]).await.status, StatusCode::OK);
+    let left: Vec<_> = server.files_on_disk();
+    assert_eq!(left.len(), 2, "one body and one metadata file: {left:?}");
+
+    server.clock.set(T0 + 3600 + WEEK);
+    assert!(
+        until_gone(&server).await,
+        "left: {:?}",
+        server.files_on_disk()
+    );
+    assert_eq!(server.app.index.usage(), Usage::default());
+    assert!(server.app.index.next_expiry().is_none());
+}
+
+#[tokio::test]
+async fn a_jwt_expires_sooner_than_retention_wins() {
+    let server = reaping_server().await;
+    let expires = T0 + 3600;
+    let claims = JwtSlot {
+        slot: "slot1".into(),
+        filesize: 4,
+        exp: T0 + 300,
+        iat: Some(T0),
+        filename: Some("a.bin".into()),
+        filetype: None,
+        sub: Some("juliet@capulet.example".into()),
+        expires: Some(expires),
+    };
+    let token = sign_jwt(SECRET.as_bytes(), &claims).unwrap();
+    let auth = format!("Bearer {token}");
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target("slot1/a.bin"),
+            &[("authorization", &auth)],
+            b"data".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    server.clock.set(expires - 1);
+    let r = server.get("slot1/a.bin", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("cache-control"),
+        Some("private, max-age=1, immutable")
+    );
+    server.clock.set(expires);
+    assert_eq!(
+        server.get("slot1/a.bin", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(until_gone(&server).await);
+}
+
+#[tokio::test]
+async fn a_jwt_expires_later_than_retention_is_capped() {
+    let server = Server::start().await;
+    let claims = JwtSlot {
+        slot: "slot2".into(),
+        filesize: 1,
+        exp: T0 + 300,
+        iat: Some(T0),
+        filename: None,
+        filetype: None,
+        sub: None,
+        expires: Some(T0 + 30 * 24 * 3600),
+    };
+    let auth = format!("Bearer {}", sign_jwt(SECRET.as_bytes(), &claims).unwrap());
+    let target = server.target("slot2/x");
+    let r = server
+        .request(
+            Method::PUT,
+            &target,
+            &[("authorization", &auth)],
+            b"x".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    server.clock.set(T0 + WEEK);
+    assert_eq!(
+        server.get("slot2/x", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn restart_after_downtime_deletes_what_expired_meanwhile() {
+    let server = Server::start_config(|c| c.reap_interval = Duration::from_secs(3600)).await;
+    server.upload("slot/early.txt", b"early").await;
+    server.clock.set(T0 + 2 * 24 * 3600);
+    server.upload("slot/late.txt", b"late").await;
+    let (config, clock, data) = server.stop().await;
+
+    // Down for a week: the first file expired meanwhile, the second did not.
+    clock.set(T0 + WEEK + 60);
+    let server = Server::start_with(config, clock, data).await;
+    let left = server.files_on_disk();
+    assert_eq!(left.len(), 2, "only the late file remains: {left:?}");
+    assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 4 });
+    assert_eq!(
+        server.get("slot/late.txt", &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get("slot/early.txt", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn an_expired_path_can_be_uploaded_again() {
+    let server = Server::start_config(|c| c.reap_interval = Duration::from_secs(3600)).await;
+    server.upload("slot/again.txt", b"first").await;
+    server.clock.set(T0 + WEEK);
+    server.upload("slot/again.txt", b"second").await;
+    let r = server.get("slot/again.txt", &[]).await;
+    assert_eq!(&r.body[..], b"second");
+    assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 6 });
+}
