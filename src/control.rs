@@ -77,6 +77,9 @@ pub fn notify_removed(data_dir: &Path, removed: &[Meta]) -> io::Result<bool> {
         }
         Err(e) => return Err(e),
     };
+    // A wedged service must not wedge the command.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut message = serde_json::to_vec(removed).map_err(io::Error::other)?;
     message.push(b'\n');
     stream.write_all(&message)?;

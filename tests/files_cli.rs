@@ -1,0 +1,253 @@
+//! `upslot files` against a live service: what a data-subject request needs
+//! (see, export, erase), taking effect at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Server, T0};
+use http::{Method, StatusCode};
+use serde_json::Value;
+use upslot::auth::{JwtSlot, Scheme, sign_jwt};
+use upslot::index::Usage;
+
+const BIN: &str = env!("CARGO_BIN_EXE_upslot");
+const ROMEO: &str = "romeo@montague.example";
+/// What ejabberd puts in the path for ROMEO (SHA-1 of the bare JID).
+const ROMEO_SHA1: &str = "a5018f8c277bc4e61647c7b631df1c57f1cd4628";
+const RANDOM: &str = "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0";
+
+async fn files(server: &Server, args: &[&str]) -> (bool, String) {
+    let config = server.data_dir().parent().unwrap().join("files.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nbase_path = {:?}\nsecret = \"xep0363-test-secret\"\n",
+            server.data_dir(),
+            server.config.base_path
+        ),
+    )
+    .unwrap();
+    // Asynchronously: the service under test answers on this same runtime.
+    let out = tokio::process::Command::new(BIN)
+        .arg("files")
+        .arg("-c")
+        .arg(&config)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+async fn put_jwt(server: &Server, slot: &str, name: &str, sub: &str, body: &[u8]) {
+    let claims = JwtSlot {
+        slot: slot.into(),
+        filesize: body.len() as u64,
+        exp: T0 + 300,
+        iat: Some(T0),
+        filename: Some(name.into()),
+        filetype: Some("image/jpeg".into()),
+        sub: Some(sub.into()),
+        expires: None,
+    };
+    let auth = format!("Bearer {}", sign_jwt(server.secret(), &claims).unwrap());
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target(&format!("{slot}/{name}")),
+            &[("authorization", &auth)],
+            body.to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
+
+/// Romeo has a JWT upload and an ejabberd upload; Juliet has one; one is anonymous.
+async fn populated() -> Server {
+    let server = Server::start_config(|c| c.quota_per_user = 20).await;
+    put_jwt(&server, "s1", "Grüße (1).jpg", ROMEO, b"romeo-jwt").await;
+    let ejabberd = format!("{ROMEO_SHA1}/{RANDOM}/notes.txt");
+    let target = server.signed_target(Scheme::V1, &ejabberd, 7, Some("text/plain"));
+    let r = server
+        .request(
+            Method::PUT,
+            &target,
+            &[("content-type", "text/plain")],
+            b"ejabber".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    put_jwt(&server, "s2", "j.jpg", "juliet@capulet.example", b"juliet").await;
+    server.upload("anon/x.bin", b"anon").await;
+    server
+}
+
+#[tokio::test]
+async fn list_and_export_find_both_of_a_users_uploads() {
+    let server = populated().await;
+    let (ok, out) = files(&server, &["list", "--user", ROMEO, "--json"]).await;
+    assert!(ok, "{out}");
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let mut paths: Vec<&str> = list.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            format!("{ROMEO_SHA1}/{RANDOM}/notes.txt").as_str(),
+            "s1/Grüße (1).jpg"
+        ]
+    );
+
+    let (ok, out) = files(&server, &["export", "--user", ROMEO]).await;
+    assert!(ok, "{out}");
+    let export: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(export["user"], ROMEO);
+    let files_out = export["files"].as_array().unwrap();
+    assert_eq!(files_out.len(), 2);
+    let jwt = files_out
+        .iter()
+        .find(|f| f["path"] == "s1/Grüße (1).jpg")
+        .unwrap();
+    for key in [
+        "path", "name", "size", "type", "sha256", "created", "expires",
+    ] {
+        assert!(!jwt[key].is_null(), "export lacks {key}: {jwt}");
+    }
+    assert_eq!(jwt["name"], "Grüße (1).jpg");
+    assert_eq!(jwt["size"], 9);
+    assert_eq!(jwt["type"], "image/jpeg");
+    assert_eq!(jwt["created"], "2026-01-01T00:00:00Z");
+    assert_eq!(jwt["expires"], "2026-01-08T00:00:00Z");
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"romeo-jwt"));
+    assert_eq!(jwt["sha256"], sha.as_str());
+    // Everybody's list has all four.
+    let (ok, out) = files(&server, &["list"]).await;
+    assert!(ok);
+    assert_eq!(out.lines().count(), 4, "{out}");
+}
+
+#[tokio::test]
+async fn show_by_url_path_or_signed_path() {
+    let server = populated().await;
+    let url = format!(
+        "http://{}{}",
+        server.addr,
+        server.target("s1/Grüße (1).jpg")
+    );
+    for arg in [
+        url.as_str(),
+        "/upload/s1/Gr%C3%BC%C3%9Fe%20(1).jpg",
+        "s1/Grüße (1).jpg",
+    ] {
+        let (ok, out) = files(&server, &["show", arg]).await;
+        assert!(ok, "{arg}: {out}");
+        let shown: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(shown["uploader"], ROMEO);
+    }
+    let (ok, out) = files(&server, &["show", "s1/nothing.jpg"]).await;
+    assert!(!ok && out.contains("no file"), "{out}");
+}
+
+#[tokio::test]
+async fn delete_by_user_takes_effect_at_once() {
+    let server = populated().await;
+    assert_eq!(server.app.index.usage().files, 4);
+    assert_eq!(server.app.index.user_bytes(ROMEO), 9);
+    let (ok, out) = files(&server, &["delete", "--user", ROMEO]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("deleted 2 file(s)"), "{out}");
+    assert_eq!(
+        server.get("s1/Grüße (1).jpg", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let ejabberd = format!("{ROMEO_SHA1}/{RANDOM}/notes.txt");
+    assert_eq!(
+        server.get(&ejabberd, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(server.get("s2/j.jpg", &[]).await.status, StatusCode::OK);
+    // Counts and quotas follow: the service heard of the deletion.
+    assert_eq!(
+        server.app.index.usage(),
+        Usage {
+            files: 2,
+            bytes: 10
+        }
+    );
+    assert_eq!(server.app.index.user_bytes(ROMEO), 0);
+    assert_eq!(server.app.index.user_bytes(ROMEO_SHA1), 0);
+    let (_, out) = files(&server, &["list", "--user", ROMEO]).await;
+    assert!(out.trim().is_empty(), "{out}");
+}
+
+#[tokio::test]
+async fn delete_by_path_frees_the_users_quota() {
+    let server = populated().await;
+    // Romeo's 20-byte quota holds 9; a 12-byte upload does not fit...
+    let claims = |slot: &str| JwtSlot {
+        slot: slot.into(),
+        filesize: 12,
+        exp: T0 + 300,
+        iat: None,
+        filename: None,
+        filetype: None,
+        sub: Some(ROMEO.into()),
+        expires: None,
+    };
+    let auth = format!(
+        "Bearer {}",
+        sign_jwt(server.secret(), &claims("s9")).unwrap()
+    );
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target("s9/big"),
+            &[("authorization", &auth)],
+            vec![0; 12],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // ...until the 9-byte one is deleted.
+    let (ok, out) = files(&server, &["delete", "/upload/s1/Gr%C3%BC%C3%9Fe%20(1).jpg"]).await;
+    assert!(ok && out.contains("deleted 1 file(s)"), "{out}");
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target("s9/big"),
+            &[("authorization", &auth)],
+            vec![0; 12],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    // Deleting what is not there is not an error, and deletes nothing.
+    let (ok, out) = files(&server, &["delete", "s1/Grüße (1).jpg"]).await;
+    assert!(ok && out.contains("deleted 0 file(s)"), "{out}");
+}
+
+#[tokio::test]
+async fn works_without_a_running_service() {
+    let server = populated().await;
+    let (config, clock, data) = server.stop().await;
+    let dir = data.unwrap();
+    let cfg = dir.path().join("offline.toml");
+    std::fs::write(&cfg, format!("data_dir = {:?}\n", config.data_dir)).unwrap();
+    let out = Command::new(BIN)
+        .args(["files", "-c", cfg.to_str().unwrap(), "delete", "anon/x.bin"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("deleted 1 file(s)"),
+        "{text}"
+    );
+    let server = Server::start_with(config, clock, Some(dir)).await;
+    assert_eq!(server.app.index.usage().files, 3);
+    assert_eq!(
+        server.get("anon/x.bin", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
