@@ -33,7 +33,7 @@ pub struct FsStore {
 
 impl FsStore {
     /// Opens (creating if needed) the store under `data_dir` and removes what
-    /// interrupted uploads left in `tmp/`.
+    /// interrupted uploads left in `tmp/` and interrupted commits in `files/`.
     pub fn open(data_dir: &Path, fsync: bool) -> io::Result<FsStore> {
         let files = data_dir.join("files");
         let tmp = data_dir.join("tmp");
@@ -57,7 +57,9 @@ impl FsStore {
         fs::create_dir_all(&tmp)?;
         for shard in 0..=255u8 {
             let dir = files.join(format!("{shard:02x}"));
-            if !dir.is_dir() {
+            if dir.is_dir() {
+                remove_orphan_bodies(&dir)?;
+            } else {
                 fs::create_dir(&dir)?;
             }
         }
@@ -115,6 +117,26 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Removes the bodies in `shard` that have no metadata: what a crash between
+/// linking a body and renaming its metadata into place (or between removing a
+/// file's metadata and its body) leaves. Invisible to clients, but they would
+/// hold disk space that nothing counts. Only for `open`, under the lock: no
+/// commit can be in flight then.
+fn remove_orphan_bodies(shard: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(shard)? {
+        let path = entry?.path();
+        let is_body = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_body && !path.with_extension(META_EXT).exists() {
+            tracing::info!("removing a body without metadata left by an interrupted commit");
+            remove_if_present(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_if_present(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -154,6 +176,7 @@ impl Store for FsStore {
             body: self.body_path(key),
             meta: self.meta_path(key),
             fsync: self.fsync,
+            published: false,
         }))
     }
 
@@ -201,6 +224,7 @@ struct FsPending {
     body: PathBuf,
     meta: PathBuf,
     fsync: bool,
+    published: bool,
 }
 
 impl FsPending {
@@ -258,6 +282,7 @@ impl Pending for FsPending {
             let _ = fs::remove_file(&self.body);
             return Err(e.into());
         }
+        self.published = true;
         if self.fsync
             && let Some(dir) = self.meta.parent()
         {
@@ -269,9 +294,11 @@ impl Pending for FsPending {
 
 impl Drop for FsPending {
     fn drop(&mut self) {
-        // After a commit the body lives on under its final name; these are only the
-        // temporary names.
+        // After a commit the body lives on under its final name; this is only the
+        // temporary one. The metadata's temporary name was renamed away.
         let _ = fs::remove_file(&self.body_tmp);
-        let _ = fs::remove_file(&self.meta_tmp);
+        if !self.published {
+            let _ = fs::remove_file(&self.meta_tmp);
+        }
     }
 }

@@ -1,0 +1,430 @@
+//! DESIGN §3 "Upload (PUT)": every row but quotas and 507 (they have their own
+//! tests), the race for one path, and the metadata stored with each file (§4).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::sync::Arc;
+
+use common::{Server, T0};
+use http::{Method, StatusCode};
+use serde_json::Value;
+use support::{Raw, body, put_head, sha256_hex, uploads, v1_target};
+use upslot::auth::{JwtSlot, Scheme, sign_jwt};
+
+const WEEK: u64 = 7 * 24 * 3600;
+
+fn jwt(server: &Server, claims: &JwtSlot) -> String {
+    format!("Bearer {}", sign_jwt(server.secret(), claims).unwrap())
+}
+
+fn slot(slot: &str, filesize: u64) -> JwtSlot {
+    JwtSlot {
+        slot: slot.into(),
+        filesize,
+        exp: T0 + 300,
+        iat: Some(T0),
+        filename: None,
+        filetype: None,
+        sub: None,
+        expires: None,
+    }
+}
+
+/// The one `.meta` file in the data directory, parsed, and the body stored next to it.
+fn stored(server: &Server) -> (Value, Vec<u8>) {
+    let files = uploads(server);
+    let metas: Vec<_> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "meta"))
+        .collect();
+    assert_eq!(metas.len(), 1, "exactly one stored file: {files:?}");
+    assert_eq!(files.len(), 2, "body and metadata only: {files:?}");
+    let meta = serde_json::from_slice(&std::fs::read(metas[0]).unwrap()).unwrap();
+    let body = std::fs::read(metas[0].with_extension("")).unwrap();
+    (meta, body)
+}
+
+#[tokio::test]
+async fn created_file_reads_back_identical() {
+    let server = Server::start().await;
+    let data = body(300_000, 1);
+    server.upload("u1/photo.jpg", &data).await;
+    let got = server.get("u1/photo.jpg", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.header("content-length"), Some("300000"));
+    assert!(
+        got.body[..] == data[..],
+        "served bytes differ from uploaded"
+    );
+    // An empty file is a file too.
+    server.upload("u1/empty", b"").await;
+    let got = server.get("u1/empty", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(got.body.is_empty());
+}
+
+#[tokio::test]
+async fn refused_tokens_are_403_with_a_reason() {
+    let server = Server::start().await;
+    let path = "u1/a.txt";
+    let good = v1_target(&server, path, 5);
+    let bare = server.target(path);
+    let expired = {
+        let mut claims = slot("u1", 5);
+        claims.exp = T0 - 1;
+        jwt(&server, &claims)
+    };
+    let forged = format!(
+        "Bearer {}",
+        sign_jwt(b"not-the-shared-secret", &slot("u1", 5)).unwrap()
+    );
+    let query_of = |target: &str| target.split_once('?').unwrap().1.to_owned();
+    // (what, target, Authorization, reason)
+    let cases: Vec<(&str, String, Option<String>, &str)> = vec![
+        ("missing", bare.clone(), None, "missing token"),
+        ("not hex", format!("{bare}?v=zz"), None, "malformed token"),
+        ("empty", format!("{bare}?v2="), None, "malformed token"),
+        ("short", format!("{bare}?v=abcdef"), None, "malformed token"),
+        (
+            "signed for another size",
+            v1_target(&server, path, 6),
+            None,
+            "signature mismatch",
+        ),
+        (
+            "signed for another path",
+            format!("{}?{}", server.target("u1/b.txt"), query_of(&good)),
+            None,
+            "signature mismatch",
+        ),
+        (
+            "bearer not a JWT",
+            bare.clone(),
+            Some("Bearer abc.def".into()),
+            "malformed token",
+        ),
+        (
+            "JWT with another secret",
+            bare.clone(),
+            Some(forged),
+            "signature mismatch",
+        ),
+        ("expired JWT", bare.clone(), Some(expired), "token expired"),
+    ];
+    for (what, target, authorization, reason) in cases {
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|v| ("authorization", v.as_str()))
+            .collect();
+        let r = server
+            .request(Method::PUT, &target, &headers, b"hello".to_vec())
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.text());
+        assert_eq!(r.text(), reason, "{what}");
+        assert!(uploads(&server).is_empty(), "{what} left a file");
+    }
+    // The slot is still free: the good token works after all the refusals.
+    let r = server
+        .request(Method::PUT, &good, &[], b"hello".to_vec())
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn disabled_jwt_scheme_is_403() {
+    let server = Server::start_config(|c| c.schemes = vec![Scheme::V1, Scheme::V2]).await;
+    let auth = jwt(&server, &slot("s1", 5));
+    let target = server.target("s1/a.txt");
+    let r = server
+        .request(
+            Method::PUT,
+            &target,
+            &[("authorization", &auth)],
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.text(), "scheme disabled");
+    assert!(uploads(&server).is_empty());
+}
+
+#[tokio::test]
+async fn no_content_length_is_411() {
+    let server = Server::start().await;
+    let target = v1_target(&server, "u1/chunked.txt", 5);
+    // Chunked: the length is not known before the body arrives.
+    let mut raw = Raw::connect(server.addr).await;
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nHost: upslot.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    assert!(raw.send(head.as_bytes()).await);
+    let r = raw.read_response().await.expect("an answer");
+    assert_eq!(r.status, 411, "{}", r.head);
+    // No framing header at all: a body-less PUT, still 411.
+    let mut raw = Raw::connect(server.addr).await;
+    let head = format!("PUT {target} HTTP/1.1\r\nHost: upslot.test\r\n\r\n");
+    assert!(raw.send(head.as_bytes()).await);
+    let r = raw.read_response().await.expect("an answer");
+    assert_eq!(r.status, 411, "{}", r.head);
+    assert!(uploads(&server).is_empty());
+}
+
+/// Both framings at once (a request-smuggling shape, RFC 9112 §6.3): refused with
+/// 411, the connection closed, and the request hidden in the chunked body (under
+/// a Content-Length reading) never runs.
+#[tokio::test]
+async fn content_length_with_chunked_is_refused_and_smuggles_nothing() {
+    let server = Server::start().await;
+    let target = v1_target(&server, "u1/a.txt", 5);
+    let hidden = v1_target(&server, "u1/hidden.txt", 5);
+    let request = format!(
+        "PUT {target} HTTP/1.1\r\nHost: upslot.test\r\nContent-Length: 5\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+         PUT {hidden} HTTP/1.1\r\nHost: upslot.test\r\nContent-Length: 5\r\n\r\nhello"
+    );
+    let mut raw = Raw::connect(server.addr).await;
+    assert!(raw.send(request.as_bytes()).await);
+    let r = raw.read_response().await.expect("an answer");
+    assert_eq!(r.status, 411, "{}", r.head);
+    assert!(raw.closed().await, "a second request was read");
+    assert!(uploads(&server).is_empty());
+    let got = server.get("u1/hidden.txt", &[]).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+}
+
+/// Once a file has expired its path is free again (the same slot URL may be
+/// used anew), whether or not the reaper has removed it yet.
+#[tokio::test]
+async fn an_expired_path_can_be_uploaded_again() {
+    let server = Server::start().await;
+    server.upload("u1/again.txt", b"first").await;
+    server.clock.set(T0 + WEEK);
+    assert_eq!(
+        server.get("u1/again.txt", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    server.upload("u1/again.txt", b"other").await;
+    assert_eq!(&server.get("u1/again.txt", &[]).await.body[..], b"other");
+    let (meta, body) = stored(&server);
+    assert_eq!(body, b"other");
+    assert_eq!(meta["created"], T0 + WEEK);
+    assert_eq!(meta["expires"], T0 + 2 * WEEK);
+}
+
+#[tokio::test]
+async fn above_max_file_size_is_413_and_the_limit_itself_fits() {
+    let server = Server::start_config(|c| c.max_file_size = 1024).await;
+    let r = server.put_v1("u1/big.bin", &body(1025, 2)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.text(), "file too large");
+    assert!(uploads(&server).is_empty());
+    server.upload("u1/big.bin", &body(1024, 2)).await;
+}
+
+#[tokio::test]
+async fn second_put_to_a_completed_path_is_409_and_changes_nothing() {
+    let server = Server::start().await;
+    let first = body(4096, 3);
+    server.upload("u1/once.bin", &first).await;
+    let before = uploads(&server);
+    let r = server.put_v1("u1/once.bin", &body(4096, 4)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(uploads(&server), before, "the refused PUT left something");
+    let got = server.get("u1/once.bin", &[]).await;
+    assert!(
+        got.body[..] == first[..],
+        "the first upload was overwritten"
+    );
+}
+
+#[tokio::test]
+async fn other_methods_are_405_with_allow() {
+    let server = Server::start().await;
+    server.upload("u1/keep.txt", b"keep me").await;
+    let target = v1_target(&server, "u1/keep.txt", 7);
+    for method in ["DELETE", "POST", "PATCH"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let r = server
+            .request(method.clone(), &target, &[], b"keep me".to_vec())
+            .await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        let allow = r.header("allow").expect("Allow header");
+        for m in ["GET", "HEAD", "PUT", "OPTIONS"] {
+            assert!(allow.contains(m), "{method}: Allow: {allow}");
+        }
+    }
+    let got = server.get("u1/keep.txt", &[]).await;
+    assert_eq!(got.status, StatusCode::OK, "DELETE must not delete");
+}
+
+#[tokio::test]
+async fn outside_base_path_is_404() {
+    let server = Server::start().await;
+    let query = upslot::auth::sign_query(Scheme::V1, server.secret(), "u1/a.txt", 5, None).unwrap();
+    for path in [
+        "/u1/a.txt",
+        "/uploads/u1/a.txt",
+        "/upload",
+        "/",
+        "/UPLOAD/u1/a.txt",
+    ] {
+        let target = format!("{path}?{query}");
+        let r = server
+            .request(Method::PUT, &target, &[], b"hello".to_vec())
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert!(uploads(&server).is_empty());
+}
+
+/// Eight clients PUT different bodies to one slot at once: one wins, seven get 409,
+/// and the stored body is the winner's.
+#[tokio::test]
+async fn racing_puts_give_one_201_and_the_winners_body() {
+    const N: usize = 8;
+    let server = Arc::new(Server::start().await);
+    let len = 256 * 1024;
+    let target = v1_target(&server, "u1/race.bin", len as u64);
+    let start = Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let (server, start, target) = (server.clone(), start.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            let data = body(len, i as u8);
+            start.wait().await;
+            let r = server.request(Method::PUT, &target, &[], data).await;
+            (i, r.status)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (i, status) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED => winners.push(i),
+            StatusCode::CONFLICT => {}
+            other => panic!("client {i} got {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let got = server.get("u1/race.bin", &[]).await;
+    assert!(
+        got.body[..] == body(len, winners[0] as u8)[..],
+        "stored body is not the winner's"
+    );
+    let (meta, _) = stored(&server);
+    assert_eq!(meta["sha256"], sha256_hex(&body(len, winners[0] as u8)));
+    assert!(support::tmp_files(server.data_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn metadata_describes_the_file() {
+    let server = Server::start().await;
+    let path = "3f2a/Grüße (1).png";
+    let data = body(70_000, 5);
+    let target = server.signed_target(Scheme::V2, path, data.len() as u64, Some("image/png"));
+    let r = server
+        .request(
+            Method::PUT,
+            &target,
+            &[("content-type", "image/png")],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let (meta, stored_body) = stored(&server);
+    assert!(stored_body == data, "stored body differs");
+    assert_eq!(meta["path"], path);
+    assert_eq!(meta["name"], "Grüße (1).png");
+    assert_eq!(meta["size"], 70_000);
+    assert_eq!(meta["content_type"], "image/png");
+    assert_eq!(meta["sha256"], sha256_hex(&data));
+    assert_eq!(meta["created"], T0);
+    assert_eq!(meta["expires"], T0 + WEEK);
+    assert_eq!(meta["scheme"], "v2");
+    assert!(meta.get("uploader").is_none_or(Value::is_null), "{meta}");
+}
+
+#[tokio::test]
+async fn metadata_of_a_v1_upload_guesses_the_type_from_the_name() {
+    let server = Server::start().await;
+    server.upload("u1/notes.txt", b"some notes").await;
+    let (meta, _) = stored(&server);
+    assert_eq!(meta["scheme"], "v1");
+    assert_eq!(meta["content_type"], "text/plain");
+    assert_eq!(meta["sha256"], sha256_hex(b"some notes"));
+}
+
+#[tokio::test]
+async fn jwt_expires_and_sub_are_stored() {
+    let server = Server::start().await;
+    let data = body(1000, 6);
+    let mut claims = slot("s1", data.len() as u64);
+    claims.expires = Some(T0 + 3600);
+    claims.sub = Some("juliet@example.org".into());
+    claims.filetype = Some("text/plain".into());
+    let auth = jwt(&server, &claims);
+    let target = server.target("s1/note.txt");
+    let r = server
+        .request(
+            Method::PUT,
+            &target,
+            &[("authorization", &auth)],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let (meta, _) = stored(&server);
+    assert_eq!(meta["scheme"], "jwt");
+    assert_eq!(meta["created"], T0);
+    assert_eq!(
+        meta["expires"],
+        T0 + 3600,
+        "the JWT's expires caps retention"
+    );
+    assert_eq!(meta["uploader"], "juliet@example.org");
+    assert_eq!(meta["content_type"], "text/plain");
+    assert_eq!(meta["sha256"], sha256_hex(&data));
+    // Served until then, and not a second after.
+    server.clock.set(T0 + 3599);
+    assert_eq!(server.get("s1/note.txt", &[]).await.status, StatusCode::OK);
+    server.clock.set(T0 + 3600);
+    assert_eq!(
+        server.get("s1/note.txt", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn jwt_expires_beyond_retention_is_capped() {
+    let server = Server::start().await;
+    let mut claims = slot("s2", 3);
+    claims.expires = Some(T0 + 30 * 24 * 3600);
+    let auth = jwt(&server, &claims);
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target("s2/x.bin"),
+            &[("authorization", &auth)],
+            b"abc".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let (meta, _) = stored(&server);
+    assert_eq!(meta["expires"], T0 + WEEK);
+    assert!(meta.get("uploader").is_none_or(Value::is_null));
+}
+
+#[tokio::test]
+async fn raw_put_head_helper_round_trips() {
+    // The raw client used by the wire tests agrees with the real one.
+    let server = Server::start().await;
+    let target = v1_target(&server, "u1/raw.txt", 5);
+    let mut raw = Raw::connect(server.addr).await;
+    assert!(raw.send(&put_head(&target, 5, &[])).await);
+    assert!(raw.send(b"hello").await);
+    let r = raw.read_response().await.expect("an answer");
+    assert_eq!(r.status, 201, "{}", r.head);
+    assert_eq!(&server.get("u1/raw.txt", &[]).await.body[..], b"hello");
+}
