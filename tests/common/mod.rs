@@ -34,10 +34,16 @@ pub struct Server {
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// A fresh directory under cargo's per-target temporary directory (on this kind
+/// of machine, creating many files under /tmp is an order of magnitude slower).
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
 /// A configuration for tests: fixed secret, a fresh data directory, defaults
 /// otherwise. The caller keeps the TempDir alive.
 pub fn test_config() -> (Config, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let config = Config {
         data_dir: dir.path().join("data"),
         secret: SecretSource::Inline(SECRET.into()),
