@@ -8,7 +8,7 @@ use crate::auth::Verifier;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::index::Index;
-use crate::reaper::ReaperStats;
+use crate::metrics::Metrics;
 use crate::store::{Key, Store};
 
 pub struct App {
@@ -17,7 +17,7 @@ pub struct App {
     pub index: Arc<Index>,
     pub verifier: Verifier,
     pub clock: SharedClock,
-    pub reaper: ReaperStats,
+    pub metrics: Metrics,
     uploading: Arc<Mutex<HashSet<Key>>>,
 }
 
@@ -35,7 +35,7 @@ impl App {
             index,
             verifier,
             clock,
-            reaper: ReaperStats::default(),
+            metrics: Metrics::new(),
             uploading: Arc::default(),
         }
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use headers::{ETag, HeaderMapExt, LastModified};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use prometheus::IntCounter;
 use tokio::task::spawn_blocking;
 
 use crate::app::App;
@@ -57,7 +58,7 @@ pub async fn get(
             }
         }
     };
-    let mut response = render(decision, &meta, file);
+    let mut response = render(decision, &meta, file, &app.metrics.download_bytes);
     let headers = response.headers_mut();
     headers.typed_insert(etag);
     headers.typed_insert(LastModified::from(last_modified));
@@ -82,7 +83,7 @@ fn cache_control(remaining: u64) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
 }
 
-fn render(decision: Decision, meta: &Meta, file: File) -> Response<Body> {
+fn render(decision: Decision, meta: &Meta, file: File, sent: &IntCounter) -> Response<Body> {
     let size = meta.size;
     let mut response = Response::new(body::empty());
     let content_type = HeaderValue::from_str(&meta.content_type)
@@ -142,7 +143,7 @@ fn render(decision: Decision, meta: &Meta, file: File) -> Response<Body> {
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     *response.status_mut() = status;
-    *response.body_mut() = body::segments(file, segments);
+    *response.body_mut() = body::segments(file, segments, sent.clone());
     response
 }
 

@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::auth::AuthError;
 use crate::http::body::{self, Body};
 use crate::index::QuotaError;
+use crate::metrics::{outcome, quota_kind};
 use crate::path::PathError;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +37,9 @@ pub enum ApiError {
     Timeout,
     #[error("precondition failed")]
     PreconditionFailed,
+    /// Carries a `metrics::quota_kind`: which limit was reached.
     #[error("insufficient storage")]
-    InsufficientStorage,
+    InsufficientStorage(&'static str),
     #[error("quota exceeded")]
     UserQuota,
     #[error("shutting down")]
@@ -58,7 +60,7 @@ impl From<PathError> for ApiError {
 impl From<QuotaError> for ApiError {
     fn from(e: QuotaError) -> Self {
         match e {
-            QuotaError::Total => ApiError::InsufficientStorage,
+            QuotaError::Total => ApiError::InsufficientStorage(quota_kind::TOTAL),
             QuotaError::User => ApiError::UserQuota,
         }
     }
@@ -68,7 +70,7 @@ impl From<io::Error> for ApiError {
     fn from(e: io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                ApiError::InsufficientStorage
+                ApiError::InsufficientStorage(quota_kind::DISK_FULL)
             }
             _ => ApiError::Internal(e),
         }
@@ -90,9 +92,39 @@ impl ApiError {
             ApiError::Exists => StatusCode::CONFLICT,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `upslot_uploads_total{outcome}` of a PUT that ended in this error.
+    pub fn upload_outcome(&self) -> &'static str {
+        match self {
+            ApiError::Auth(_) => outcome::REFUSED,
+            ApiError::TooLarge => outcome::TOO_LARGE,
+            ApiError::Exists => outcome::CONFLICT,
+            ApiError::UserQuota => outcome::QUOTA,
+            ApiError::InsufficientStorage(_) => outcome::NO_SPACE,
+            ApiError::ShortBody => outcome::ABORTED,
+            ApiError::Timeout => outcome::TIMEOUT,
+            ApiError::BadPath(_)
+            | ApiError::BadRequest(_)
+            | ApiError::LengthRequired
+            | ApiError::LongBody
+            | ApiError::NotFound
+            | ApiError::MethodNotAllowed
+            | ApiError::PreconditionFailed => outcome::BAD_REQUEST,
+            ApiError::ShuttingDown | ApiError::Internal(_) => outcome::ERROR,
+        }
+    }
+
+    /// The `upslot_quota_rejections_total{kind}` of this error, if it is one.
+    pub fn quota_kind(&self) -> Option<&'static str> {
+        match self {
+            ApiError::UserQuota => Some(quota_kind::USER),
+            ApiError::InsufficientStorage(kind) => Some(kind),
+            _ => None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! `files` command can race without counting a file twice.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -37,6 +37,8 @@ struct Inner {
     /// were deleted or replaced stay until popped, and are checked then.
     expiry: BinaryHeap<Reverse<(u64, Key)>>,
     stored: Usage,
+    /// How many stored files were created in each second: the oldest is the first.
+    created: BTreeMap<u64, u32>,
     per_user: HashMap<String, u64>,
     reserved: u64,
     reserved_per_user: HashMap<String, u64>,
@@ -145,6 +147,11 @@ impl Index {
         self.lock().stored
     }
 
+    /// When the oldest stored file was created.
+    pub fn oldest_created(&self) -> Option<u64> {
+        self.lock().created.keys().next().copied()
+    }
+
     pub fn user_bytes(&self, user: &str) -> u64 {
         self.lock().per_user.get(user).copied().unwrap_or(0)
     }
@@ -155,6 +162,7 @@ impl Inner {
         self.expiry.push(Reverse((meta.expires, meta.key())));
         self.stored.files += 1;
         self.stored.bytes += meta.size;
+        *self.created.entry(meta.created).or_default() += 1;
         if let Some(user) = &meta.uploader {
             *self.per_user.entry(user.clone()).or_default() += meta.size;
         }
@@ -163,6 +171,12 @@ impl Inner {
     fn remove(&mut self, meta: &Meta) {
         self.stored.files = self.stored.files.saturating_sub(1);
         self.stored.bytes = self.stored.bytes.saturating_sub(meta.size);
+        if let Some(count) = self.created.get_mut(&meta.created) {
+            *count -= 1;
+            if *count == 0 {
+                self.created.remove(&meta.created);
+            }
+        }
         if let Some(user) = &meta.uploader {
             release(&mut self.per_user, user, meta.size);
         }

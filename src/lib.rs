@@ -5,6 +5,7 @@
 //! it expires. [`Service`] is the whole service; `main.rs` and the tests start it
 //! the same way.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod client_ip;
@@ -17,6 +18,7 @@ pub mod files;
 pub mod hints;
 pub mod http;
 pub mod index;
+pub mod metrics;
 pub mod path;
 pub mod reaper;
 pub mod routes;
@@ -57,6 +59,7 @@ pub enum StartError {
 pub struct Service {
     app: Arc<App>,
     secret: Secret,
+    admin: Option<TcpListener>,
 }
 
 impl Service {
@@ -82,9 +85,11 @@ impl Service {
         let verifier =
             Verifier::new(secret.as_bytes(), &config.schemes).map_err(|_| StartError::BadSecret)?;
         let app = App::new(config, Arc::new(store), index, verifier, clock);
+        app.metrics.expired_deleted.inc_by(swept);
         Ok(Service {
             app: Arc::new(app),
             secret,
+            admin: None,
         })
     }
 
@@ -109,7 +114,23 @@ impl Service {
             })
             .ok();
         let reaper = tokio::spawn(reaper::run(Arc::clone(&self.app)));
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = self.admin.map(|listener| {
+            let app = Arc::clone(&self.app);
+            tokio::spawn(server::serve_with(
+                app,
+                listener,
+                async {
+                    let _ = admin_stopped.await;
+                },
+                admin::handle,
+            ))
+        });
         let served = server::serve(Arc::clone(&self.app), listener, shutdown).await;
+        let _ = stop_admin.send(());
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         reaper.abort();
         let _ = reaper.await;
         if let Some(control) = control {
@@ -117,6 +138,12 @@ impl Service {
             let _ = control.await;
         }
         served
+    }
+
+    /// Also serves `/metrics`, `/healthz` and `/readyz` on `listener`.
+    pub fn with_admin(mut self, listener: TcpListener) -> Service {
+        self.admin = Some(listener);
+        self
     }
 
     /// The shared state, for tests that look inside.

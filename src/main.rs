@@ -137,8 +137,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ([admin] listen)", config.admin_listen))?;
+    let admin_bound = admin.local_addr()?;
     let shutdown = shutdown_signal()?;
-    let service = upslot::Service::open(config, std::sync::Arc::new(SystemClock))?;
+    let service =
+        upslot::Service::open(config, std::sync::Arc::new(SystemClock))?.with_admin(admin);
     let config = service.config();
     let base_url = format!("http://{bound}{}", config.base_path);
     match &service.secret().origin {
@@ -161,7 +166,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     // A closed stdout must not stop the service: the banner is a courtesy.
     let _ = writeln!(std::io::stdout().lock(), "{banner}");
-    tracing::info!(listen = %bound, "listening");
+    tracing::info!(listen = %bound, admin = %admin_bound, "listening");
     service.serve(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

@@ -7,7 +7,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::task::spawn_blocking;
 
@@ -17,14 +16,6 @@ use crate::store::{Key, Store};
 
 /// Files deleted per trip to the blocking pool.
 const BATCH: usize = 256;
-
-/// What the reaper has done, for metrics and readiness.
-#[derive(Debug, Default)]
-pub struct ReaperStats {
-    /// Unix seconds of the last completed pass; 0 before the first.
-    pub last_run: AtomicU64,
-    pub deleted: AtomicU64,
-}
 
 /// Runs passes every `reap_interval` until the task is dropped.
 pub async fn run(app: Arc<App>) {
@@ -62,8 +53,8 @@ pub async fn pass(app: &App) -> io::Result<u64> {
             .map_err(io::Error::other)??;
         tokio::task::yield_now().await;
     }
-    app.reaper.deleted.fetch_add(deleted, Ordering::Relaxed);
-    app.reaper.last_run.store(now, Ordering::Relaxed);
+    app.metrics.expired_deleted.inc_by(deleted);
+    app.metrics.reaper_last_run.set(now as f64);
     Ok(deleted)
 }
 

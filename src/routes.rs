@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
 use crate::http::cors;
+use crate::metrics::{self, outcome};
 use crate::path::SlotPath;
 use crate::{download, upload};
 
@@ -67,13 +68,42 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
         Ok(Route::Preflight) => Ok(preflight()),
         Err(e) => Err(e),
     };
+    if method == Method::PUT {
+        let outcome = result
+            .as_ref()
+            .map_or_else(ApiError::upload_outcome, |_| outcome::CREATED);
+        app.metrics.uploads.with_label_values(&[outcome]).inc();
+        if let Err(kind) = result.as_ref().map_err(ApiError::quota_kind)
+            && let Some(kind) = kind
+        {
+            app.metrics
+                .quota_rejections
+                .with_label_values(&[kind])
+                .inc();
+        }
+    }
     let mut response = result.unwrap_or_else(ApiError::into_response);
     finish(&mut response, origin.as_ref(), app);
+    let status = response.status().as_u16();
+    if method == Method::GET || method == Method::HEAD {
+        app.metrics
+            .downloads
+            .with_label_values(&[response.status().as_str()])
+            .inc();
+    }
+    let elapsed = started.elapsed();
+    app.metrics
+        .request_duration
+        .with_label_values(&[
+            metrics::method_label(&method),
+            metrics::status_class(status),
+        ])
+        .observe(elapsed.as_secs_f64());
     tracing::info!(
         method = %method,
         route = label,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
+        status,
+        ms = elapsed.as_millis() as u64,
         "request"
     );
     response

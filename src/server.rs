@@ -5,9 +5,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -16,16 +19,35 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::app::App;
+use crate::http::body::Body;
 use crate::routes;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Serves the public upload and download routes.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_with(app, listener, shutdown, |app, req, peer| async move {
+        routes::handle(&app, req, peer).await
+    })
+    .await
+}
+
+/// The accept loop, for any handler: the public routes or the admin ones.
+pub async fn serve_with<H, F>(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) -> io::Result<()>
+where
+    H: Fn(Arc<App>, Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -50,9 +72,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
+        let handler = handler.clone();
         let service = service_fn(move |req| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(routes::handle(&app, req, peer.ip()).await) }
+            let response = handler(Arc::clone(&app), req, peer.ip());
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)

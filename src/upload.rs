@@ -18,6 +18,7 @@ use crate::auth::{Grant, Presented, Verifier};
 use crate::client_ip::client_ip;
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
+use crate::metrics::{GaugeGuard, quota_kind};
 use crate::path::SlotPath;
 use crate::store::{CommitError, Key, Meta, Pending};
 use crate::telemetry;
@@ -31,6 +32,7 @@ pub async fn put(
     path: SlotPath,
     peer: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
+    let _in_flight = GaugeGuard::new(&app.metrics.uploads_in_flight);
     let (parts, incoming) = req.into_parts();
     let headers = &parts.headers;
     let length = content_length(headers)?;
@@ -48,7 +50,13 @@ pub async fn put(
             .config
             .failed_auth_ip
             .then(|| client_ip(peer, headers, &app.config.trusted_proxies));
-        telemetry::auth_failure(ip, Verifier::scheme_of(&presented), e);
+        let scheme = Verifier::scheme_of(&presented);
+        telemetry::auth_failure(ip, scheme, e);
+        let scheme = scheme.map_or("none", |s| s.as_str());
+        app.metrics
+            .auth_failures
+            .with_label_values(&[scheme, e.label()])
+            .inc();
     })?;
     if length > app.config.max_file_size {
         return Err(ApiError::TooLarge);
@@ -82,6 +90,7 @@ pub async fn put(
 async fn prepare(app: &App, key: Key, now: u64, length: u64) -> Result<Box<dyn Pending>, ApiError> {
     let store = Arc::clone(&app.store);
     let index = Arc::clone(&app.index);
+    let expired_deleted = app.metrics.expired_deleted.clone();
     let needed = length
         .saturating_add(app.config.min_free_space)
         .saturating_add(index.reserved());
@@ -93,10 +102,11 @@ async fn prepare(app: &App, key: Key, now: u64, length: u64) -> Result<Box<dyn P
             // Past its expiry the path is free again, whether or not the reaper came.
             if store.delete(&key)? {
                 index.removed(&existing);
+                expired_deleted.inc();
             }
         }
         if store.available_space()? < needed {
-            return Err(ApiError::InsufficientStorage);
+            return Err(ApiError::InsufficientStorage(quota_kind::FREE_SPACE));
         }
         Ok(store.create(&key)?)
     })
@@ -253,6 +263,7 @@ async fn receive(
             }
         };
         received += data.len() as u64;
+        app.metrics.upload_bytes.inc_by(data.len() as u64);
         if received > length {
             return Err(ApiError::LongBody);
         }

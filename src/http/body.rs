@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use prometheus::IntCounter;
 use tokio::task::JoinHandle;
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -41,8 +42,9 @@ pub enum Segment {
     },
 }
 
-/// Streams `segments`, reading file pieces from `file`.
-pub fn segments(file: File, segments: Vec<Segment>) -> Body {
+/// Streams `segments`, reading file pieces from `file`; `sent` counts the bytes
+/// as they go out.
+pub fn segments(file: File, segments: Vec<Segment>, sent: IntCounter) -> Body {
     let remaining = segments
         .iter()
         .map(|s| match s {
@@ -55,6 +57,7 @@ pub fn segments(file: File, segments: Vec<Segment>) -> Body {
         segments: segments.into(),
         reading: None,
         remaining,
+        sent,
     }
     .boxed_unsync()
 }
@@ -64,6 +67,7 @@ struct FileBody {
     segments: VecDeque<Segment>,
     reading: Option<JoinHandle<io::Result<Bytes>>>,
     remaining: u64,
+    sent: IntCounter,
 }
 
 impl http_body::Body for FileBody {
@@ -80,12 +84,14 @@ impl http_body::Body for FileBody {
                 self.reading = None;
                 let bytes = result.map_err(io::Error::other)??;
                 self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
+                self.sent.inc_by(bytes.len() as u64);
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             match self.segments.pop_front() {
                 None => return Poll::Ready(None),
                 Some(Segment::Bytes(bytes)) => {
                     self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
+                    self.sent.inc_by(bytes.len() as u64);
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
                 Some(Segment::File { len: 0, .. }) => {}

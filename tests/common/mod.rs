@@ -25,6 +25,8 @@ pub const T0: u64 = 1_767_225_600;
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The admin listener: /metrics, /healthz, /readyz.
+    pub admin: SocketAddr,
     /// The running service's state, for checks of what the index holds.
     pub app: Arc<upslot::app::App>,
     pub clock: Arc<ManualClock>,
@@ -75,7 +77,11 @@ impl Server {
     ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = upslot::Service::open(config.clone(), clock.clone()).unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let service = upslot::Service::open(config.clone(), clock.clone())
+            .unwrap()
+            .with_admin(admin_listener);
         let app = Arc::clone(service.app());
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(service.serve(listener, async {
@@ -83,6 +89,7 @@ impl Server {
         }));
         Server {
             addr,
+            admin,
             app,
             clock,
             config,

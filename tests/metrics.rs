@@ -1,0 +1,230 @@
+//! The admin listener: `/metrics` moves by exactly what a scripted workload did,
+//! with the names of DESIGN §7 and bounded labels; `/healthz` and `/readyz`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Server, T0};
+use http::{Method, StatusCode};
+use upslot::auth::Scheme;
+
+/// `name{labels}` → value, for every sample line.
+fn scrape_text(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(server: &Server) -> (String, HashMap<String, f64>) {
+    let r = common::request(server.admin, Method::GET, "/metrics", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text();
+    let samples = scrape_text(&text);
+    (text, samples)
+}
+
+fn get(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    samples.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn counters_move_by_what_the_workload_did() {
+    let server = Server::start_config(|c| {
+        c.max_file_size = 1000;
+        c.quota_total = 1500;
+    })
+    .await;
+    let (_, before) = scrape(&server).await;
+
+    // 3 stored uploads of 100, 200 and 300 bytes.
+    for (i, n) in [100usize, 200, 300].into_iter().enumerate() {
+        server.upload(&format!("m/{i}.bin"), &vec![1u8; n]).await;
+    }
+    // Refusals: 2 bad signatures, 1 missing token, 1 too large, 1 conflict, 1 over quota.
+    let bad = format!("{}?v={}", server.target("m/x.bin"), "0".repeat(64));
+    for _ in 0..2 {
+        let r = server.request(Method::PUT, &bad, &[], vec![0; 10]).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    let r = server
+        .request(Method::PUT, &server.target("m/y.bin"), &[], vec![0; 10])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server.put_v1("m/big.bin", &[0; 1001]).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        server.put_v1("m/0.bin", &[1; 100]).await.status,
+        StatusCode::CONFLICT
+    );
+    let r = server.put_v1("m/q.bin", &[0; 1000]).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    // Downloads: 2 full GETs of 200 bytes, 1 range of 10, 1 HEAD, 1 404, 1 304.
+    for _ in 0..2 {
+        assert_eq!(server.get("m/1.bin", &[]).await.body.len(), 200);
+    }
+    let r = server.get("m/1.bin", &[("range", "bytes=0-9")]).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    let head = server
+        .request(Method::HEAD, &server.target("m/1.bin"), &[], vec![])
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        server.get("m/none.bin", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let etag = r.header("etag").unwrap().to_owned();
+    let r = server.get("m/1.bin", &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+
+    let (text, after) = scrape(&server).await;
+    let moved = |key: &str| get(&after, key) - get(&before, key);
+    assert_eq!(moved("upslot_uploads_total{outcome=\"created\"}"), 3.0);
+    assert_eq!(moved("upslot_uploads_total{outcome=\"refused\"}"), 3.0);
+    assert_eq!(moved("upslot_uploads_total{outcome=\"too_large\"}"), 1.0);
+    assert_eq!(moved("upslot_uploads_total{outcome=\"conflict\"}"), 1.0);
+    assert_eq!(moved("upslot_uploads_total{outcome=\"no_space\"}"), 1.0);
+    assert_eq!(moved("upslot_upload_bytes_total"), 600.0);
+    assert_eq!(
+        moved("upslot_auth_failures_total{reason=\"signature\",scheme=\"v1\"}"),
+        2.0
+    );
+    assert_eq!(
+        moved("upslot_auth_failures_total{reason=\"missing\",scheme=\"none\"}"),
+        1.0
+    );
+    assert_eq!(moved("upslot_quota_rejections_total{kind=\"total\"}"), 1.0);
+    assert_eq!(moved("upslot_downloads_total{status=\"200\"}"), 3.0);
+    assert_eq!(moved("upslot_downloads_total{status=\"206\"}"), 1.0);
+    assert_eq!(moved("upslot_downloads_total{status=\"404\"}"), 1.0);
+    assert_eq!(moved("upslot_downloads_total{status=\"304\"}"), 1.0);
+    assert_eq!(moved("upslot_download_bytes_total"), 410.0);
+    assert_eq!(get(&after, "upslot_stored_files"), 3.0);
+    assert_eq!(get(&after, "upslot_stored_bytes"), 600.0);
+    assert_eq!(get(&after, "upslot_uploads_in_flight"), 0.0);
+    assert_eq!(
+        moved("upslot_http_request_duration_seconds_count{method=\"PUT\",status_class=\"2xx\"}"),
+        3.0
+    );
+    assert_eq!(
+        moved("upslot_http_request_duration_seconds_count{method=\"PUT\",status_class=\"4xx\"}"),
+        5.0
+    );
+    assert!(get(&after, "upslot_reaper_last_run_timestamp_seconds") >= T0 as f64);
+    assert!(
+        text.contains("process_resident_memory_bytes"),
+        "process metrics"
+    );
+    // No label anywhere names a path, a file, a user or an address.
+    for needle in ["m/1.bin", "1.bin", "127.0.0.1", "upload/"] {
+        assert!(!text.contains(needle), "metrics mention {needle}");
+    }
+    check_with_promtool(&text);
+}
+
+#[tokio::test]
+async fn age_and_expiry_gauges_follow_the_clock() {
+    let server = Server::start_config(|c| c.reap_interval = Duration::from_millis(20)).await;
+    server.upload("a/old", b"1").await;
+    server.clock.set(T0 + 100);
+    server.upload("a/new", b"22").await;
+    server.clock.set(T0 + 1000);
+    let (_, m) = scrape(&server).await;
+    assert_eq!(get(&m, "upslot_oldest_file_age_seconds"), 1000.0);
+    server.clock.set(T0 + 7 * 24 * 3600 + 50);
+    let mut deleted = 0.0;
+    for _ in 0..200 {
+        let (_, m) = scrape(&server).await;
+        deleted = get(&m, "upslot_expired_files_deleted_total");
+        if deleted >= 1.0 {
+            assert_eq!(
+                get(&m, "upslot_oldest_file_age_seconds"),
+                (7 * 24 * 3600 - 50) as f64
+            );
+            assert_eq!(get(&m, "upslot_stored_files"), 1.0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(deleted, 1.0);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let server = Server::start().await;
+    let r = common::request(server.admin, Method::GET, "/healthz", &[], vec![]).await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "ok\n"));
+    let r = common::request(server.admin, Method::GET, "/readyz", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The admin routes are not on the public listener, nor the reverse.
+    let r = common::request(server.addr, Method::GET, "/metrics", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let target = server.signed_target(Scheme::V1, "a/b", 1, None);
+    let r = common::request(server.admin, Method::PUT, &target, &[], vec![1]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // The reaper has not run for far longer than its interval allows: not ready.
+    server.clock.set(T0 + 3600 * 24);
+    let r = common::request(server.admin, Method::GET, "/readyz", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().contains("reaper"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn not_ready_below_the_free_space_watermark() {
+    let server = Server::start_config(|c| c.min_free_space = u64::MAX / 4).await;
+    let r = common::request(server.admin, Method::GET, "/readyz", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().contains("free space"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn not_ready_when_the_data_directory_refuses_writes() {
+    let server = Server::start().await;
+    let tmp = server.data_dir().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a directory").unwrap();
+    let r = common::request(server.admin, Method::GET, "/readyz", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().contains("not writable"), "{}", r.text());
+}
+
+/// `promtool check metrics` (Debian package prometheus) lints the exposition.
+fn check_with_promtool(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have promtool");
+        eprintln!("SKIPPED: promtool not installed; exposition not linted");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool: {report}");
+}
