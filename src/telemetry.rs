@@ -43,14 +43,14 @@ pub fn auth_failure(client: Option<IpAddr>, scheme: Option<Scheme>, error: AuthE
         Some(ip) => tracing::warn!(
             target: "upslot::auth",
             client = %ip,
-            scheme,
-            reason = error.label(),
+            scheme = %scheme,
+            reason = %error.label(),
             "authorization failed"
         ),
         None => tracing::warn!(
             target: "upslot::auth",
-            scheme,
-            reason = error.label(),
+            scheme = %scheme,
+            reason = %error.label(),
             "authorization failed"
         ),
     }

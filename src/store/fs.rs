@@ -104,13 +104,27 @@ impl FsStore {
 
     fn read_meta(&self, key: &Key) -> io::Result<Option<Meta>> {
         match fs::read(self.meta_path(key)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Ok(bytes) => parse_meta(&bytes).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
+}
+
+/// serde's messages quote the offending value, which may be a file name: errors
+/// say only where the metadata went wrong, never what it held.
+fn parse_meta(bytes: &[u8]) -> io::Result<Meta> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "metadata unreadable ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -203,7 +217,7 @@ impl Store for FsStore {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == META_EXT) {
                     match fs::read(&path) {
-                        Ok(bytes) => match serde_json::from_slice(&bytes) {
+                        Ok(bytes) => match parse_meta(&bytes) {
                             Ok(meta) => f(meta),
                             Err(e) => tracing::warn!(error = %e, "unreadable metadata skipped"),
                         },
