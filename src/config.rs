@@ -57,6 +57,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub cors: RawCors,
     pub log: RawLog,
+    pub tls: RawTls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +77,15 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields, default)]
 pub struct RawCors {
     pub allow_origins: Vec<String>,
+}
+
+/// Native HTTPS on the public listener; both keys or neither. The default (none)
+/// is plain HTTP, for a reverse proxy in front.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +116,7 @@ impl Default for RawConfig {
             admin: RawAdmin::default(),
             cors: RawCors::default(),
             log: RawLog::default(),
+            tls: RawTls::default(),
         }
     }
 }
@@ -159,6 +170,13 @@ pub enum SecretSource {
     Generated,
 }
 
+/// PEM files for native HTTPS: the certificate chain (leaf first) and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowOrigins {
     Any,
@@ -187,6 +205,8 @@ pub struct Config {
     pub allow_origins: AllowOrigins,
     pub log_format: LogFormat,
     pub failed_auth_ip: bool,
+    /// Set: the public listener speaks TLS only (the admin one stays plain).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -310,6 +330,7 @@ impl RawConfig {
                 ));
             }
         };
+        let tls = parse_tls(self.tls)?;
         Ok(Config {
             listen,
             base_path: self.base_path,
@@ -330,6 +351,7 @@ impl RawConfig {
             allow_origins,
             log_format,
             failed_auth_ip: self.log.failed_auth_ip,
+            tls,
         })
     }
 }
@@ -337,6 +359,31 @@ impl RawConfig {
 fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse()
         .map_err(|_| invalid(key, format!("{s:?} is not an address like 127.0.0.1:5050")))
+}
+
+fn parse_tls(raw: RawTls) -> Result<Option<TlsFiles>, ConfigError> {
+    let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+    if empty(&raw.cert_file) {
+        return Err(invalid("tls.cert_file", "must not be empty"));
+    }
+    if empty(&raw.key_file) {
+        return Err(invalid("tls.key_file", "must not be empty"));
+    }
+    match (raw.cert_file, raw.key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsFiles {
+            cert_file,
+            key_file,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            "tls.key_file",
+            "missing: tls.cert_file is set, and its private key is needed too",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "tls.cert_file",
+            "missing: tls.key_file is set, and its certificate is needed too",
+        )),
+    }
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, ConfigError> {
@@ -382,6 +429,20 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(604_800));
         assert_eq!(c.schemes.len(), 4);
         assert_eq!(c.allow_origins, AllowOrigins::Any);
+        assert_eq!(c.tls, None);
+    }
+
+    #[test]
+    fn tls_takes_both_files() {
+        let c =
+            Config::parse("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n").expect("valid");
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert_file: "c.pem".into(),
+                key_file: "k.pem".into(),
+            })
+        );
     }
 
     #[test]
@@ -406,6 +467,10 @@ mod tests {
                 "[cors]\nallow_origins = [\"example.org\"]",
                 "cors.allow_origins",
             ),
+            ("[tls]\ncert_file = \"/etc/c.pem\"", "tls.key_file"),
+            ("[tls]\nkey_file = \"/etc/k.pem\"", "tls.cert_file"),
+            ("[tls]\ncert_file = \"\"\nkey_file = \"k\"", "tls.cert_file"),
+            ("[tls]\ncertfile = \"c\"", "certfile"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

@@ -26,6 +26,7 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod upload;
 
 use std::future::Future;
@@ -53,6 +54,8 @@ pub enum StartError {
     },
     #[error("secret is unusable")]
     BadSecret,
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A ready-to-serve upslot: storage opened, secret resolved.
@@ -60,6 +63,7 @@ pub struct Service {
     app: Arc<App>,
     secret: Secret,
     admin: Option<TcpListener>,
+    tls: Option<tls::Tls>,
 }
 
 impl Service {
@@ -67,6 +71,9 @@ impl Service {
     /// what expired while the service was down, and indexing the rest) and resolves
     /// the secret, generating one on first start if none is configured.
     pub fn open(config: Config, clock: SharedClock) -> Result<Service, StartError> {
+        // First: a certificate that cannot be served should stop start-up before
+        // anything is written.
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let secret = Secret::resolve(&config, true).map_err(StartError::Secret)?;
         let store_error = |source| StartError::Store {
             path: config.data_dir.clone(),
@@ -90,6 +97,7 @@ impl Service {
             app: Arc::new(app),
             secret,
             admin: None,
+            tls,
         })
     }
 
@@ -114,25 +122,34 @@ impl Service {
             })
             .ok();
         let reaper = tokio::spawn(reaper::run(Arc::clone(&self.app)));
+        let (acceptor, cert_watch) = match self.tls {
+            Some(tls) => (Some(tls.acceptor), Some(tokio::spawn(tls.reloader.watch()))),
+            None => (None, None),
+        };
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = self.admin.map(|listener| {
             let app = Arc::clone(&self.app);
             tokio::spawn(server::serve_with(
                 app,
                 listener,
+                None,
                 async {
                     let _ = admin_stopped.await;
                 },
                 admin::handle,
             ))
         });
-        let served = server::serve(Arc::clone(&self.app), listener, shutdown).await;
+        let served = server::serve(Arc::clone(&self.app), listener, acceptor, shutdown).await;
         let _ = stop_admin.send(());
         if let Some(admin) = admin {
             let _ = admin.await;
         }
         reaper.abort();
         let _ = reaper.await;
+        if let Some(cert_watch) = cert_watch {
+            cert_watch.abort();
+            let _ = cert_watch.await;
+        }
         if let Some(control) = control {
             control.abort();
             let _ = control.await;
@@ -144,6 +161,11 @@ impl Service {
     pub fn with_admin(mut self, listener: TcpListener) -> Service {
         self.admin = Some(listener);
         self
+    }
+
+    /// Swaps the public listener's certificate (SIGHUP, tests); `None` without `[tls]`.
+    pub fn tls_reloader(&self) -> Option<tls::Reloader> {
+        self.tls.as_ref().map(|tls| tls.reloader.clone())
     }
 
     /// The shared state, for tests that look inside.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use upslot::auth::{JwtSlot, Scheme, sign_jwt, sign_query};
 use upslot::clock::{Clock, SystemClock};
 use upslot::config::Config;
@@ -118,6 +119,15 @@ fn main() -> anyhow::Result<()> {
         Command::Files { config, action } => files(&load(config.as_ref())?, action),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
+            // As `serve` would at start: readable, parseable, key matching.
+            if let Some(tls) = &config.tls {
+                upslot::tls::check(tls)?;
+                println!(
+                    "tls: ok ({} with {})",
+                    tls.cert_file.display(),
+                    tls.key_file.display()
+                );
+            }
             println!(
                 "{}: ok (listen {}, base_path {}, data_dir {})",
                 file.display(),
@@ -142,10 +152,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} ([admin] listen)", config.admin_listen))?;
     let admin_bound = admin.local_addr()?;
     let shutdown = shutdown_signal()?;
+    let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let service =
         upslot::Service::open(config, std::sync::Arc::new(SystemClock))?.with_admin(admin);
+    tokio::spawn(reload_on_hangup(hangup, service.tls_reloader()));
     let config = service.config();
-    let base_url = format!("http://{bound}{}", config.base_path);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base_url = format!("{scheme}://{bound}{}", config.base_path);
     match &service.secret().origin {
         Origin::Generated(path) => {
             tracing::info!(path = %path.display(), "generated a new secret")
@@ -172,10 +189,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGHUP reloads the certificate (certbot's deploy hook sends it). Registered
+/// even without `[tls]`, so that a stray HUP does not end the service.
+async fn reload_on_hangup(mut hangup: Signal, reloader: Option<upslot::tls::Reloader>) {
+    while hangup.recv().await.is_some() {
+        let Some(reloader) = reloader.clone() else {
+            tracing::info!("SIGHUP received; no [tls] certificate to reload");
+            continue;
+        };
+        tracing::info!("SIGHUP received: reloading the certificate");
+        // reload() reads files and logs its own outcome.
+        let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+    }
+}
+
 /// Registers for SIGTERM and SIGINT at once (so a signal that arrives right after
 /// start-up is not fatal) and returns a future that resolves on either.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     Ok(async move {
@@ -207,7 +237,13 @@ fn sign(
             rand::random::<u64>()
         )
     };
-    let base_url = base_url.unwrap_or_else(|| hints::default_base_url(config));
+    let base_url = base_url.unwrap_or_else(|| {
+        let url = hints::default_base_url(config);
+        match config.tls {
+            Some(_) => url.replacen("http://", "https://", 1),
+            None => url,
+        }
+    });
     let base_url = if base_url.ends_with('/') {
         base_url
     } else {

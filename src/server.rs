@@ -1,6 +1,7 @@
 //! The accept loop: HTTP/1.1 with keep-alive, and HTTP/2 over cleartext (h2c) on
-//! the same port. On shutdown it stops accepting, lets in-flight requests finish
-//! until the deadline, then aborts the rest; an aborted upload leaves nothing.
+//! the same port, or both over TLS when a [`TlsAcceptor`] is given. On shutdown it
+//! stops accepting, lets in-flight requests finish until the deadline, then aborts
+//! the rest; an aborted upload leaves nothing.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,9 +15,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::http::body::Body;
@@ -24,14 +28,17 @@ use crate::routes;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take over the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the public upload and download routes.
+/// Serves the public upload and download routes, over TLS if `tls` is set.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_with(app, listener, shutdown, |app, req, peer| async move {
+    serve_with(app, listener, tls, shutdown, |app, req, peer| async move {
         routes::handle(&app, req, peer).await
     })
     .await
@@ -41,6 +48,7 @@ pub async fn serve(
 pub async fn serve_with<H, F>(
     app: Arc<App>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     handler: H,
 ) -> io::Result<()>
@@ -54,7 +62,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Dropped when the loop ends: handshakes still under way are given up.
+    let (accepting, accepting_rx) = watch::channel(());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -77,18 +88,22 @@ where
             let response = handler(Arc::clone(&app), req, peer.ip());
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        connections.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection closed with an error");
+        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        match &tls {
+            None => connections.spawn(serve_connection(builder, stream, service, watcher)),
+            Some(acceptor) => {
+                let handshake = handshake(acceptor.clone(), stream, accepting_rx.clone());
+                connections.spawn(async move {
+                    if let Some(stream) = handshake.await {
+                        serve_connection(builder, stream, service, watcher).await;
+                    }
+                })
             }
-        });
+        };
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
+    drop(accepting);
     tracing::info!(
         connections = connections.len(),
         "shutting down: finishing requests in flight"
@@ -105,4 +120,51 @@ where
     connections.abort_all();
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Serves one connection (HTTP/1.1 or HTTP/2, whichever the client speaks) until
+/// it closes or, once shutdown has begun, its requests in flight are done.
+async fn serve_connection<I, S>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: I,
+    service: S,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    drop(builder);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection closed with an error");
+    }
+}
+
+/// The TLS handshake, bounded in time and abandoned when the accept loop ends.
+/// Failures are the client's business: logged at debug, without its address.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    mut accepting: watch::Receiver<()>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    tokio::select! {
+        done = accept => match done {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        },
+        _ = accepting.changed() => None,
+    }
 }

@@ -31,6 +31,8 @@ pub struct Server {
     pub app: Arc<upslot::app::App>,
     pub clock: Arc<ManualClock>,
     pub config: Config,
+    /// Swaps the certificate when `config.tls` is set.
+    pub tls: Option<upslot::tls::Reloader>,
     data: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -83,6 +85,7 @@ impl Server {
             .unwrap()
             .with_admin(admin_listener);
         let app = Arc::clone(service.app());
+        let tls = service.tls_reloader();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(service.serve(listener, async {
             let _ = rx.await;
@@ -93,6 +96,7 @@ impl Server {
             app,
             clock,
             config,
+            tls,
             data,
             stop: Some(tx),
             task: Some(task),
