@@ -3,9 +3,10 @@
 
 use crate::config::Config;
 
-/// The public URL of the upload area when nothing better is known.
-pub fn default_base_url(config: &Config) -> String {
-    format!("http://{}{}", config.listen, config.base_path)
+/// The URL of the upload area at `addr` when nothing better is known.
+pub fn base_url(config: &Config, addr: std::net::SocketAddr) -> String {
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{addr}{}", config.base_path)
 }
 
 pub fn xmpp_snippets(config: &Config, base_url: &str, secret: &str) -> String {

@@ -157,12 +157,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         upslot::Service::open(config, std::sync::Arc::new(SystemClock))?.with_admin(admin);
     tokio::spawn(reload_on_hangup(hangup, service.tls_reloader()));
     let config = service.config();
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let base_url = format!("{scheme}://{bound}{}", config.base_path);
+    let base_url = hints::base_url(config, bound);
     match &service.secret().origin {
         Origin::Generated(path) => {
             tracing::info!(path = %path.display(), "generated a new secret")
@@ -237,13 +232,7 @@ fn sign(
             rand::random::<u64>()
         )
     };
-    let base_url = base_url.unwrap_or_else(|| {
-        let url = hints::default_base_url(config);
-        match config.tls {
-            Some(_) => url.replacen("http://", "https://", 1),
-            None => url,
-        }
-    });
+    let base_url = base_url.unwrap_or_else(|| hints::base_url(config, config.listen));
     let base_url = if base_url.ends_with('/') {
         base_url
     } else {
