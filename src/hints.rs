@@ -5,7 +5,11 @@ use crate::config::Config;
 
 /// The URL of the upload area at `addr` when nothing better is known.
 pub fn base_url(config: &Config, addr: std::net::SocketAddr) -> String {
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     format!("{scheme}://{addr}{}", config.base_path)
 }
 
