@@ -64,9 +64,18 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
     let label = route.as_ref().map_or("invalid", Route::label);
     let result = match route {
         Ok(Route::Upload(path)) => upload::put(app, req, path, peer).await,
-        Ok(Route::Download { path, head }) => download::get(app, req.headers(), path, head).await,
-        Ok(Route::Preflight) => Ok(preflight()),
-        Err(e) => Err(e),
+        Ok(Route::Download { path, head }) => {
+            let parts = body::discard(req);
+            download::get(app, &parts.headers, path, head).await
+        }
+        Ok(Route::Preflight) => {
+            body::discard(req);
+            Ok(preflight())
+        }
+        Err(e) => {
+            body::discard(req);
+            Err(e)
+        }
     };
     if method == Method::PUT {
         let outcome = result

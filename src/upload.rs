@@ -13,11 +13,12 @@ use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, spawn_blocking};
 
-use crate::app::App;
+use crate::app::{App, Claim};
 use crate::auth::{Grant, Presented, Verifier};
 use crate::client_ip::client_ip;
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
+use crate::index::Reservation;
 use crate::metrics::{GaugeGuard, quota_kind};
 use crate::path::SlotPath;
 use crate::store::{CommitError, Key, Meta, Pending};
@@ -34,11 +35,58 @@ pub async fn put(
 ) -> Result<Response<Body>, ApiError> {
     let _in_flight = GaugeGuard::new(&app.metrics.uploads_in_flight);
     let (parts, incoming) = req.into_parts();
+    let accepted = match accept(app, &parts, &path, peer).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            body::discard(Request::from_parts(parts, incoming));
+            return Err(e);
+        }
+    };
+    let Accepted {
+        length,
+        meta,
+        pending,
+        reservation,
+        _claim,
+    } = accepted;
+    let key = meta.key();
+    let sink = receive(app, incoming, pending, length).await?;
+    tracing::debug!(file = %key, bytes = length, "body received");
+    let committed = spawn_blocking(move || sink.commit(meta))
+        .await
+        .map_err(join_error)?;
+    match committed {
+        Ok(meta) => reservation.commit(&meta),
+        Err(CommitError::Exists) => return Err(ApiError::Exists),
+        Err(CommitError::Io(e)) => return Err(e.into()),
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+/// An upload that passed every check that can be made before its body.
+struct Accepted {
+    length: u64,
+    meta: Meta,
+    pending: Box<dyn Pending>,
+    reservation: Reservation,
+    /// Held until the file is committed or abandoned.
+    _claim: Claim,
+}
+
+/// Checks slot, size, path and space from the request head alone.
+async fn accept(
+    app: &App,
+    parts: &http::request::Parts,
+    path: &SlotPath,
+    peer: IpAddr,
+) -> Result<Accepted, ApiError> {
     let headers = &parts.headers;
     let length = content_length(headers)?;
     let content_type = header_str(headers, header::CONTENT_TYPE)?;
     let presented = Presented {
-        path: &path,
+        path,
         query: parts.uri.query(),
         content_length: length,
         content_type,
@@ -61,27 +109,19 @@ pub async fn put(
     if length > app.config.max_file_size {
         return Err(ApiError::TooLarge);
     }
-
     let key = Key::for_path(path.as_str());
-    let _claim = app.claim(key).ok_or(ApiError::Exists)?;
+    let claim = app.claim(key).ok_or(ApiError::Exists)?;
     let now = app.clock.unix();
-    let meta = describe(app, &path, &grant, content_type, now);
+    let meta = describe(app, path, &grant, content_type, now);
     let pending = prepare(app, key, now, length).await?;
     let reservation = app.index.reserve(length, meta.uploader.as_deref())?;
-
-    let sink = receive(app, incoming, pending, length).await?;
-    tracing::debug!(file = %key, bytes = length, "body received");
-    let committed = spawn_blocking(move || sink.commit(meta))
-        .await
-        .map_err(join_error)?;
-    match committed {
-        Ok(meta) => reservation.commit(&meta),
-        Err(CommitError::Exists) => return Err(ApiError::Exists),
-        Err(CommitError::Io(e)) => return Err(e.into()),
-    }
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::CREATED;
-    Ok(response)
+    Ok(Accepted {
+        length,
+        meta,
+        pending,
+        reservation,
+        _claim: claim,
+    })
 }
 
 /// The checks that need the disk, before any body byte is read: the path is free

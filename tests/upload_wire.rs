@@ -324,3 +324,44 @@ async fn http2_body_shorter_than_announced_is_refused() {
     wait_until_empty(server.data_dir()).await;
     retry_succeeds(&server, "u1/short2.bin", &data).await;
 }
+
+/// A refusal sent before the body is read must not reset the connection under a
+/// client (or a proxy such as nginx) that is still sending: the body is read and
+/// thrown away, the whole body can be written, the answer read, and the connection
+/// even serves the next request.
+#[tokio::test]
+async fn early_refusal_reads_the_body_so_the_answer_arrives() {
+    let server = Server::start().await;
+    server.upload("taken/x.bin", b"first").await;
+    let size = 4 * 1024 * 1024;
+    let cases = [
+        (v1_target(&server, "taken/x.bin", size as u64), 409),
+        (
+            format!("{}?v={}", server.target("other/y.bin"), "0".repeat(64)),
+            403,
+        ),
+    ];
+    for (target, status) in cases {
+        let mut raw = Raw::connect(server.addr).await;
+        assert!(raw.send(&put_head(&target, size as u64, &[])).await);
+        // The answer comes before the body is on its way.
+        let refusal = raw.read_response().await.expect("an early answer");
+        assert_eq!(refusal.status, status, "{}", refusal.head);
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            assert!(
+                raw.send(&chunk).await,
+                "connection reset while sending the body"
+            );
+        }
+        let next = format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+            server.target("taken/x.bin")
+        );
+        assert!(raw.send(next.as_bytes()).await);
+        let next = raw.read_response().await.expect("the connection lives on");
+        assert_eq!(next.status, 200);
+        assert_eq!(next.body, b"first");
+    }
+    assert_eq!(uploads(&server).len(), 2, "only the first file is stored");
+}

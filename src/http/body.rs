@@ -15,7 +15,12 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use prometheus::IntCounter;
+use std::time::Duration;
 use tokio::task::JoinHandle;
+
+use http::{Request, header};
+use http_body::Body as _;
+use hyper::body::Incoming;
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -29,6 +34,40 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     http_body_util::Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// What a refused request may still send before the connection is given up.
+const DISCARD_LIMIT: u64 = 16 * 1024 * 1024;
+const DISCARD_IDLE: Duration = Duration::from_secs(5);
+
+/// Takes a request's body away to be read and thrown away, and returns the rest.
+///
+/// Answering without reading the body and then closing the connection would reset
+/// it under a client or proxy still sending (nginx then turns a 409 into a 502).
+/// RFC 9112 §9.6 suggests reading on for a while instead; up to a limit, we do.
+/// A client that asked `Expect: 100-continue` and got a final answer instead
+/// sends nothing more, and polling its body would invite it, so it is left alone.
+pub fn discard(request: Request<Incoming>) -> http::request::Parts {
+    let (parts, mut incoming) = request.into_parts();
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue && !incoming.is_end_stream() {
+        tokio::spawn(async move {
+            let mut left = DISCARD_LIMIT;
+            while let Ok(Some(Ok(frame))) =
+                tokio::time::timeout(DISCARD_IDLE, incoming.frame()).await
+            {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    parts
 }
 
 /// One piece of a response body.
