@@ -29,10 +29,22 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Addresses in the order the proxies appended them: `Forwarded` if present,
-/// else `X-Forwarded-For`.
+/// Addresses in the order the proxies appended them: `X-Forwarded-For` if present,
+/// else `Forwarded`. nginx, Caddy and HAProxy append the peer to
+/// `X-Forwarded-For` but pass a client's own `Forwarded` on untouched, so
+/// preferring `Forwarded` would let a client pick the address that gets banned.
 fn forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
-    let forwarded: Vec<IpAddr> = headers
+    let xff: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| parse_node(s.trim()))
+        .collect();
+    if !xff.is_empty() {
+        return xff;
+    }
+    headers
         .get_all(http::header::FORWARDED)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -42,16 +54,6 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
             let (k, v) = pair.trim().split_once('=')?;
             k.eq_ignore_ascii_case("for").then(|| parse_node(v))?
         })
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded;
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| parse_node(s.trim()))
         .collect()
 }
 
@@ -98,6 +100,12 @@ mod tests {
         assert_eq!(client_ip(peer, &h, &trusted).to_string(), "2001:db8::1");
         let h = headers(&[]);
         assert_eq!(client_ip(peer, &h, &trusted), peer);
+        // A client's own Forwarded cannot outvote what the proxy appended.
+        let h = headers(&[
+            ("forwarded", "for=192.0.2.66"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "203.0.113.9");
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "192.0.2.1:5000")]);
         assert_eq!(client_ip(mapped, &h, &trusted).to_string(), "192.0.2.1");

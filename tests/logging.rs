@@ -794,7 +794,8 @@ async fn workload(addr: SocketAddr) -> Workload {
         reason: "signature",
         via_proxy: "198.51.100.25",
     });
-    // 6. A token that is not hex; both headers (Forwarded wins).
+    // 6. A token that is not hex; both headers: X-Forwarded-For wins, because
+    //    proxies append to it but pass a client's own Forwarded on.
     let path = "Kq3slotF6/Tk5-malformed.txt";
     w.secret_path(path);
     w.secret("token=Zq9-not-hex");
@@ -814,7 +815,7 @@ async fn workload(addr: SocketAddr) -> Workload {
     w.failures.push(Failure {
         scheme: "token",
         reason: "malformed",
-        via_proxy: "198.51.100.27",
+        via_proxy: "198.51.100.26",
     });
     w
 }
