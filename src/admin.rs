@@ -91,10 +91,12 @@ async fn problems(app: &Arc<App>) -> Vec<String> {
         }
         Err(e) => problems.push(format!("disk check failed ({e})")),
     }
-    let last = app.metrics.reaper_last_run.get() as u64;
+    let last = app
+        .reaper_heartbeat
+        .load(std::sync::atomic::Ordering::Relaxed);
     let now = app.clock.unix();
     if now.saturating_sub(last) > reaper_deadline(app.config.reap_interval) {
-        problems.push(format!("reaper has not completed a pass since {last}"));
+        problems.push(format!("reaper has made no progress since {last}"));
     }
     problems
 }

@@ -2,6 +2,7 @@
 //! the slot verifier, the clock, and the set of paths with an upload in progress.
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::auth::Verifier;
@@ -18,6 +19,9 @@ pub struct App {
     pub verifier: Verifier,
     pub clock: SharedClock,
     pub metrics: Metrics,
+    /// Unix seconds when the reaper last showed progress: a finished batch or
+    /// pass. Readiness looks at this, so a long pass is not taken for a stuck one.
+    pub reaper_heartbeat: AtomicU64,
     uploading: Arc<Mutex<HashSet<Key>>>,
 }
 
@@ -36,6 +40,7 @@ impl App {
             verifier,
             clock,
             metrics: Metrics::new(),
+            reaper_heartbeat: AtomicU64::new(0),
             uploading: Arc::default(),
         }
     }

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::task::spawn_blocking;
 
@@ -51,10 +52,13 @@ pub async fn pass(app: &App) -> io::Result<u64> {
         deleted += spawn_blocking(move || delete_expired(&*store, &index, &claimed, now))
             .await
             .map_err(io::Error::other)??;
+        app.reaper_heartbeat
+            .store(app.clock.unix(), Ordering::Relaxed);
         tokio::task::yield_now().await;
     }
     app.metrics.expired_deleted.inc_by(deleted);
     app.metrics.reaper_last_run.set(now as f64);
+    app.reaper_heartbeat.fetch_max(now, Ordering::Relaxed);
     Ok(deleted)
 }
 

@@ -137,15 +137,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// hold disk space that nothing counts. Only for `open`, under the lock: no
 /// commit can be in flight then.
 fn remove_orphan_bodies(shard: &Path) -> io::Result<()> {
+    // One listing, no stat per file: this runs over every file at start-up.
+    let mut names = std::collections::HashSet::new();
     for entry in fs::read_dir(shard)? {
-        let path = entry?.path();
-        let is_body = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
-        if is_body && !path.with_extension(META_EXT).exists() {
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.insert(name);
+        }
+    }
+    for name in &names {
+        let is_body = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_body && !names.contains(&format!("{name}.{META_EXT}")) {
             tracing::info!("removing a body without metadata left by an interrupted commit");
-            remove_if_present(&path)?;
+            remove_if_present(&shard.join(name))?;
         }
     }
     Ok(())
