@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Server;
 use http::{Method, StatusCode};
@@ -577,20 +577,7 @@ async fn dashboard_and_alerts_query_metrics_that_exist() {
 
 /// `promtool` when installed; in CI (`CI` set) it must be.
 fn promtool() -> bool {
-    let found = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is not installed (CI is set: .ci/run installs it)"
-        );
-        println!("SKIPPED: promtool not installed (apt-get install prometheus)");
-    }
-    found
+    common::have_tool("promtool")
 }
 
 fn run_promtool(args: &[&str], dir: &Path) {

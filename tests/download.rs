@@ -5,15 +5,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
 use common::{Response, Server, T0};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use http::{HeaderMap, Method, StatusCode};
 use upslot::auth::Scheme;
 
 const WEEK: u64 = 7 * 24 * 3600;
@@ -472,36 +467,6 @@ async fn unknown_paths_are_404() {
     }
 }
 
-/// One request over HTTP/2 with prior knowledge (h2c) on a fresh connection.
-async fn h2_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Response {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut builder = Request::builder()
-        .method(Method::GET)
-        .uri(format!("http://{addr}{target}"));
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let req = builder.body(Empty::<Bytes>::new()).unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
-        .await
-        .expect("response within 30 s")
-        .unwrap();
-    assert_eq!(res.version(), http::Version::HTTP_2);
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
 #[tokio::test]
 async fn http2_serves_the_same_answers_as_http1() {
     let server = Server::start().await;
@@ -517,7 +482,7 @@ async fn http2_serves_the_same_answers_as_http1() {
     for (range, want) in cases {
         let headers: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
         let h1 = server.get("slot/big.mp4", &headers).await;
-        let h2 = h2_get(server.addr, &target, &headers).await;
+        let h2 = common::h2_get(server.addr, &target, &headers).await;
         assert_eq!(h1.status, h2.status, "{range:?}");
         assert_eq!(
             header_pairs(&h1.headers),

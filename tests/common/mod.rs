@@ -302,3 +302,54 @@ pub async fn read_until_quiet(stream: &mut TcpStream, quiet: Duration) -> String
 pub fn raw_status(answer: &str) -> Option<u16> {
     answer.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Whether an operator tool is here; without it the test is skipped, except in
+/// CI (`CI` set), where .ci/run installs it and its absence is a failure.
+pub fn have_tool(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is not installed (CI is set: .ci/run installs it)"
+        );
+        println!("SKIPPED: {tool} not installed");
+    }
+    found
+}
+
+/// One GET over HTTP/2 with prior knowledge (h2c) on a fresh connection.
+pub async fn h2_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Response {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://{addr}{target}"));
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let req = builder.body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+        .await
+        .expect("h2 response within 30 s")
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}

@@ -10,7 +10,6 @@ pub mod requests;
 pub mod service;
 pub mod workload;
 
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::Log;
@@ -83,21 +82,7 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// Whether an operator tool is here; without it the test is skipped, except in
-/// CI (`CI` set), where .ci/run installs it and its absence is a failure.
+/// Whether an operator tool is here (skipped locally, required in CI).
 pub fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is not installed (CI is set: .ci/run installs it)"
-        );
-        println!("SKIPPED: {tool} not installed");
-    }
-    found
+    crate::common::have_tool(tool)
 }

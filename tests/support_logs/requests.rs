@@ -5,11 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Empty;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use http::{Method, StatusCode};
 use upslot::auth::{JwtSlot, Scheme, sign_jwt, sign_query};
 use upslot::path::SlotPath;
 
@@ -220,24 +216,10 @@ fn jwt(key: &str, path: &str, exp: u64) -> String {
 }
 
 pub async fn h2_get(addr: SocketAddr, target: &str) -> StatusCode {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(Method::GET)
-        .uri(format!("http://{addr}{target}"));
-    for &(k, v) in DISTINCTIVE[..3].iter().chain(&PROXY_NOISE) {
-        req = req.header(k, v);
-    }
-    let res = tokio::time::timeout(
-        Duration::from_secs(30),
-        sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
-    )
-    .await
-    .expect("h2 response within 30 s")
-    .unwrap();
-    res.status()
+    let headers: Vec<(&str, &str)> = DISTINCTIVE[..3]
+        .iter()
+        .chain(&PROXY_NOISE)
+        .copied()
+        .collect();
+    common::h2_get(addr, target, &headers).await.status
 }
