@@ -36,37 +36,29 @@
 //! - `UPSLOT_LOADGEN_BIN`: another upslot binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
+mod support;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use support::http::{CHUNK, Op, Target, connect, once, pattern_block};
+use support::procfs::{filesystem_of, load_average};
+use support::{
+    GIB, KIB, MIB, env_or, env_positive, env_sizes, env_switches, median, on_off,
+    show_size_tight as show_size,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use upslot::auth::Scheme;
 use upslot::path::SlotPath;
 
 const SECRET: &str = "upslot-loadgen-secret-0123456789";
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
-const GIB: u64 = 1024 * MIB;
 const DEFAULT_SIZES: &str = "4KiB,1MiB,100MiB,1GiB";
-/// Request bodies go out in chunks of this size, cut from a 1 MiB pattern.
-const CHUNK: usize = 256 * 1024;
-const BLOCK: usize = 1024 * 1024;
 /// Files up to this size run as batches at concurrency C.
 const BATCH_MAX: u64 = 16 * MIB;
 /// Medium files: as many per batch as fit in this many bytes.
@@ -79,14 +71,9 @@ const RUN_LIMIT: Duration = Duration::from_secs(60 * 60);
 const PROBE_BYTES: u64 = GIB;
 const PROBE_REPS: usize = 3;
 
-type ReqBody = BoxBody<Bytes, Infallible>;
-
 fn main() {
     let settings = Settings::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = support::runtime();
     runtime.block_on(async {
         tokio::select! {
             () = run(settings) => {}
@@ -113,43 +100,12 @@ struct Settings {
     bin: PathBuf,
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-fn list(name: &str, default: &str) -> Vec<String> {
-    env_or(name, default)
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 impl Settings {
     fn from_env() -> Settings {
-        let sizes = list("UPSLOT_LOADGEN_SIZES", DEFAULT_SIZES)
-            .iter()
-            .map(|s| {
-                parse_size(s).unwrap_or_else(|| panic!("UPSLOT_LOADGEN_SIZES: bad size {s:?}"))
-            })
-            .collect::<Vec<_>>();
-        let fsync = list("UPSLOT_LOADGEN_FSYNC", "off,on")
-            .iter()
-            .map(|s| match s.to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" | "yes" => true,
-                "off" | "false" | "0" | "no" => false,
-                _ => panic!("UPSLOT_LOADGEN_FSYNC: expected on/off, got {s:?}"),
-            })
-            .collect::<Vec<_>>();
+        let sizes = env_sizes("UPSLOT_LOADGEN_SIZES", DEFAULT_SIZES);
+        let fsync = env_switches("UPSLOT_LOADGEN_FSYNC", "off,on");
         assert!(!sizes.is_empty() && !fsync.is_empty(), "nothing to run");
-        let num = |name: &str, default: usize| -> usize {
-            env_or(name, &default.to_string())
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .unwrap_or_else(|| panic!("{name}: expected a positive number"))
-        };
+        let num = env_positive;
         Settings {
             parent: PathBuf::from(env_or("UPSLOT_LOADGEN_DIR", "/var/tmp")),
             sizes,
@@ -164,31 +120,6 @@ impl Settings {
             ),
         }
     }
-}
-
-fn parse_size(s: &str) -> Option<u64> {
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let unit = match s[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "ki" | "kib" => KIB,
-        "m" | "mi" | "mib" => MIB,
-        "g" | "gi" | "gib" => GIB,
-        "kb" => 1000,
-        "mb" => 1000 * 1000,
-        "gb" => 1000 * 1000 * 1000,
-        _ => return None,
-    };
-    n.checked_mul(unit).filter(|&n| n > 0)
-}
-
-fn show_size(n: u64) -> String {
-    for (unit, name) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
-        if n >= unit && n.is_multiple_of(unit) {
-            return format!("{}{name}", n / unit);
-        }
-    }
-    format!("{n}B")
 }
 
 // ---------------------------------------------------------------------------
@@ -294,19 +225,6 @@ async fn wait_listening(addr: SocketAddr, proc: &mut Proc, log_dir: &Path) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{} is not listening on {addr} after 5 s", proc.name);
-}
-
-/// A field of /proc/<pid>/status, in bytes.
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -458,238 +376,6 @@ fn ensure_nginx() {
 }
 
 // ---------------------------------------------------------------------------
-// Generated bodies: every file has a seed; chunk i of it is a window of the
-// pattern block that depends on the seed and i, so a GET can be checked
-// byte for byte without keeping anything.
-
-fn window_start(seed: u64, chunk: u64) -> usize {
-    (seed
-        .wrapping_mul(7919)
-        .wrapping_add(chunk)
-        .wrapping_mul(4099 * 8)
-        % (BLOCK - CHUNK) as u64) as usize
-}
-
-struct Generated {
-    block: Bytes,
-    seed: u64,
-    sent: u64,
-    len: u64,
-}
-
-impl http_body::Body for Generated {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.sent == self.len {
-            return Poll::Ready(None);
-        }
-        let n = (self.len - self.sent).min(CHUNK as u64) as usize;
-        let start = window_start(self.seed, self.sent / CHUNK as u64);
-        let chunk = self.block.slice(start..start + n);
-        self.sent += n as u64;
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.sent == self.len
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len - self.sent)
-    }
-}
-
-/// Whether `data`, found at offset `pos` of the file with `seed`, is right.
-fn check_bytes(block: &[u8], seed: u64, mut pos: u64, mut data: &[u8]) -> bool {
-    while !data.is_empty() {
-        let chunk = pos / CHUNK as u64;
-        let off = (pos % CHUNK as u64) as usize;
-        let n = (CHUNK - off).min(data.len());
-        let start = window_start(seed, chunk) + off;
-        if block[start..start + n] != data[..n] {
-            return false;
-        }
-        data = &data[n..];
-        pos += n as u64;
-    }
-    true
-}
-
-fn pattern_block() -> Bytes {
-    let mut block = Vec::with_capacity(BLOCK);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while block.len() < BLOCK {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        block.extend_from_slice(&x.to_le_bytes());
-    }
-    Bytes::from(block)
-}
-
-// ---------------------------------------------------------------------------
-// The client.
-
-struct Target {
-    put: String,
-    get: String,
-    seed: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Put,
-    Get,
-    /// GET, checking every byte (untimed).
-    Verify,
-}
-
-async fn connect(addr: SocketAddr) -> SendRequest<ReqBody> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(conn);
-    sender
-}
-
-/// Generous: a slow disk with fsync still finishes well inside it.
-fn request_timeout(size: u64) -> Duration {
-    Duration::from_secs(30) + Duration::from_secs(size / (5 * 1000 * 1000))
-}
-
-/// One request, fully answered; panics on anything unexpected.
-async fn once(
-    sender: &mut SendRequest<ReqBody>,
-    server: &str,
-    addr: SocketAddr,
-    op: Op,
-    target: &Target,
-    size: u64,
-    block: &Bytes,
-) {
-    let work = async {
-        sender.ready().await.expect("connection ready");
-        let builder = Request::builder().header("host", addr.to_string());
-        let (req, uri) = match op {
-            Op::Put => (
-                builder
-                    .method(Method::PUT)
-                    .uri(&target.put)
-                    .header("content-length", size)
-                    .header("content-type", "application/octet-stream")
-                    .body(
-                        Generated {
-                            block: block.clone(),
-                            seed: target.seed,
-                            sent: 0,
-                            len: size,
-                        }
-                        .boxed(),
-                    ),
-                &target.get,
-            ),
-            Op::Get | Op::Verify => (
-                builder
-                    .method(Method::GET)
-                    .uri(&target.get)
-                    .body(http_body_util::Empty::new().boxed()),
-                &target.get,
-            ),
-        };
-        let res = sender
-            .send_request(req.expect("request"))
-            .await
-            .expect("response");
-        let status = res.status();
-        let length = res
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let mut body = res.into_body();
-        let mut received: u64 = 0;
-        let mut text = Vec::new();
-        let mut intact = true;
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.expect("response body").into_data() {
-                if op == Op::Verify && intact {
-                    intact = check_bytes(block, target.seed, received, &data);
-                }
-                received += data.len() as u64;
-                if !status.is_success() && text.len() < 200 {
-                    text.extend_from_slice(&data[..data.len().min(200)]);
-                }
-            }
-        }
-        let put = op == Op::Put;
-        let ok = if put {
-            // nginx answers 201 for a new file, 204 for an overwrite.
-            status == StatusCode::CREATED
-        } else {
-            status == StatusCode::OK
-        };
-        assert!(
-            ok,
-            "{server} {} {uri}: {status} {}",
-            if put { "PUT" } else { "GET" },
-            String::from_utf8_lossy(&text)
-        );
-        if !put {
-            assert_eq!(length, Some(size), "{server} GET {uri}: Content-Length");
-            assert_eq!(received, size, "{server} GET {uri}: body length");
-            assert!(intact, "{server} GET {uri}: body differs from what was PUT");
-        }
-    };
-    tokio::time::timeout(request_timeout(size), work)
-        .await
-        .unwrap_or_else(|_| panic!("{server}: request for {} timed out", show_size(size)));
-}
-
-/// `op` on every target, `concurrency` keep-alive connections pulling from one
-/// queue. Returns the wall time.
-async fn batch(
-    server: &Server,
-    op: Op,
-    targets: &Arc<Vec<Target>>,
-    size: u64,
-    concurrency: usize,
-    block: &Bytes,
-) -> Duration {
-    let next = Arc::new(AtomicUsize::new(0));
-    let addr = server.addr;
-    let name = server.kind.name();
-    let started = Instant::now();
-    let workers = (0..concurrency.min(targets.len()))
-        .map(|_| {
-            let next = Arc::clone(&next);
-            let targets = Arc::clone(targets);
-            let block = block.clone();
-            tokio::spawn(async move {
-                let mut sender = connect(addr).await;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(target) = targets.get(i) else { break };
-                    once(&mut sender, name, addr, op, target, size, &block).await;
-                }
-            })
-        })
-        .collect::<Vec<_>>();
-    for worker in workers {
-        worker.await.expect("load worker");
-    }
-    started.elapsed()
-}
-
-// ---------------------------------------------------------------------------
 // The machine's limits.
 
 /// 1 GiB through one 127.0.0.1 TCP connection (256 KiB writes and reads), MB/s.
@@ -768,19 +454,6 @@ fn sync_disks() {
 // ---------------------------------------------------------------------------
 // Reporting.
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 struct Row {
     size: u64,
     fsync: bool,
@@ -834,7 +507,7 @@ impl Row {
         println!(
             "{:>7} {:>5} {:>4} {:>4} {:>5} {:>14} {:>14} {:>6.2}x {:>7} {:>5}   {each}",
             show_size(self.size),
-            if self.fsync { "on" } else { "off" },
+            on_off(self.fsync),
             self.op,
             self.conc,
             self.n,
@@ -848,30 +521,6 @@ impl Row {
 }
 
 const HEADER: &str = "   size fsync   op conc     N         upslot          nginx   ratio  target  p/m    ratio per rep";
-
-fn filesystem_of(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
-        return "unknown filesystem".into();
-    };
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (dev, at, fs) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(at)
-                .then(|| (at.len(), format!("{fs} on {dev}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
-}
 
 // ---------------------------------------------------------------------------
 // The run.
@@ -997,7 +646,16 @@ async fn run(settings: Settings) {
                         if large && op == Op::Put {
                             sync_disks();
                         }
-                        let wall = batch(&servers[s], op, targets, size, conc, &block).await;
+                        let (wall, _) = support::http::batch(
+                            servers[s].kind.name(),
+                            servers[s].addr,
+                            op,
+                            targets,
+                            size,
+                            conc,
+                            &block,
+                        )
+                        .await;
                         let rate = if size <= 64 * KIB {
                             n as f64 / wall.as_secs_f64()
                         } else {
@@ -1035,7 +693,7 @@ async fn run(settings: Settings) {
                     .await;
                 }
             }
-            let hwm = proc_status(servers[0].proc.pid(), "VmHWM:").unwrap_or(0);
+            let hwm = support::procfs::status_of(servers[0].proc.pid(), "VmHWM:").unwrap_or(0);
             rss.push((size, fsync, hwm));
             put.print();
             get.print();
@@ -1087,7 +745,7 @@ async fn run(settings: Settings) {
             line,
             " {}/{}: {:.1}",
             show_size(*size),
-            if *fsync { "on" } else { "off" },
+            on_off(*fsync),
             *hwm as f64 / MIB as f64
         );
     }

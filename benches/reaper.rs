@@ -42,6 +42,8 @@
 //! - `UPSLOT_BENCH_BASELINE_SECS`: length of the GET baseline (default 5).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,10 +54,10 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use support::http::{Serving, connect};
+use support::procfs::{Monitor, Process, filesystem_of, load_average, reads_so_far};
+use support::{count, env_number, percentile, rate, show_duration as show};
 use tokio::task::JoinHandle;
 use upslot::app::App;
 use upslot::auth::Scheme;
@@ -87,10 +89,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn main() {
     let settings = Settings::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = support::runtime();
     // Created outside the runtime so that they outlive it: on a panic the
     // runtime shuts down first, then the directories are removed.
     let big = data_dir(&settings.parent);
@@ -105,10 +104,7 @@ fn main() {
 }
 
 fn data_dir(parent: &Path) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("upslot-reaper-bench-")
-        .tempdir_in(parent)
-        .unwrap_or_else(|e| panic!("data directory under {}: {e}", parent.display()))
+    support::scratch_dir(parent, "upslot-reaper-bench-", "data directory")
 }
 
 struct Settings {
@@ -119,17 +115,6 @@ struct Settings {
     concurrency: usize,
     baseline: Duration,
     cpus: usize,
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: expected a number, got {v:?}")),
-        Err(_) => default,
-    }
 }
 
 impl Settings {
@@ -259,12 +244,10 @@ fn on_disk(dir: &Path, i: u64) -> (bool, bool) {
 // The server under test.
 
 struct Server {
-    addr: SocketAddr,
+    serving: Serving,
     app: Arc<App>,
     clock: Arc<ManualClock>,
     base_path: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
@@ -290,19 +273,11 @@ impl Server {
         });
         let opened = started.elapsed();
         let app = Arc::clone(service.app());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(service.serve(listener, async {
-            let _ = rx.await;
-        }));
         let server = Server {
-            addr,
+            serving: Serving::start(service).await,
             app,
             clock,
             base_path,
-            stop,
-            task,
         };
         (server, opened)
     }
@@ -312,26 +287,12 @@ impl Server {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("server task").expect("server");
+        self.serving.stop().await;
     }
 }
 
 // ---------------------------------------------------------------------------
 // Idle passes.
-
-/// The process's read syscalls and bytes read so far (/proc/self/io).
-fn reads_so_far() -> Option<(u64, u64)> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        io.lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .trim()
-            .parse()
-            .ok()
-    };
-    Some((field("syscr:")?, field("rchar:")?))
-}
 
 struct Idle {
     files: u64,
@@ -376,16 +337,6 @@ async fn idle_passes(app: &App, files: u64) -> Idle {
 // ---------------------------------------------------------------------------
 // The GET load.
 
-async fn connect(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(conn);
-    sender
-}
-
 /// GETs `target` on `sender`; returns the status and, for 200, checks the body.
 async fn get(sender: &mut SendRequest<Empty<Bytes>>, addr: SocketAddr, target: &str) -> StatusCode {
     let work = async {
@@ -423,7 +374,7 @@ fn start_load(
     (0..settings.concurrency as u64)
         .map(|w| {
             let stop = Arc::clone(stop);
-            let addr = server.addr;
+            let addr = server.serving.addr;
             let base_path = server.base_path.clone();
             let live = live.clone();
             tokio::spawn(async move {
@@ -487,11 +438,6 @@ fn latency(samples: &[Sample], from: Instant, to: Instant) -> Latency {
         slow: times.iter().filter(|&&d| d > SLOW).count(),
         process: None,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 // ---------------------------------------------------------------------------
@@ -641,18 +587,18 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
             "live file {i} missing on disk"
         );
     }
-    let mut sender = connect(server.addr).await;
+    let mut sender = connect(server.serving.addr).await;
     for &i in expired_sample.iter().take(100) {
-        let status = get(&mut sender, server.addr, &server.target(i)).await;
+        let status = get(&mut sender, server.serving.addr, &server.target(i)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "GET of reaped file {i}");
     }
     for &i in &live_sample {
-        let status = get(&mut sender, server.addr, &server.target(i)).await;
+        let status = get(&mut sender, server.serving.addr, &server.target(i)).await;
         assert_eq!(status, StatusCode::OK, "GET of live file {i}");
     }
     drop(sender);
     server.stop().await;
-    let peak_rss = proc_status("VmHWM:");
+    let peak_rss = support::procfs::status("VmHWM:");
     let take_due = tokio::task::block_in_place(|| take_due_hold(settings.files, settings.expired));
 
     Report {
@@ -677,73 +623,6 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
         peak_rss,
         take_due,
     }
-}
-
-/// What the process did over a window: CPU used (utime + stime, in seconds)
-/// and the most threads it had (workers + blocking pool + this bench's).
-#[derive(Clone, Copy)]
-struct Process {
-    cpu: f64,
-    secs: f64,
-    max_threads: u64,
-}
-
-/// Samples the thread count every 10 ms until finished.
-struct Monitor {
-    started: Instant,
-    cpu: f64,
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<u64>,
-}
-
-impl Monitor {
-    fn start() -> Monitor {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            let mut max = 0;
-            while !flag.load(Ordering::Relaxed) {
-                max = max.max(proc_status_raw("Threads:").unwrap_or(0));
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            max
-        });
-        Monitor {
-            started: Instant::now(),
-            cpu: process_cpu(),
-            stop,
-            task,
-        }
-    }
-
-    async fn finish(self) -> Process {
-        let cpu = process_cpu() - self.cpu;
-        let secs = self.started.elapsed().as_secs_f64();
-        self.stop.store(true, Ordering::Relaxed);
-        let max_threads = self.task.await.expect("monitor");
-        Process {
-            cpu,
-            secs,
-            max_threads,
-        }
-    }
-}
-
-/// CPU seconds used by the process so far (/proc/self/stat utime + stime).
-fn process_cpu() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    // USER_HZ is 100 on every Linux this runs on.
-    ticks as f64 / 100.0
 }
 
 /// How long the reaper holds the index lock per batch: an index like the
@@ -787,37 +666,8 @@ fn sample(range: std::ops::Range<u64>) -> Vec<u64> {
 // ---------------------------------------------------------------------------
 // Reporting.
 
-fn show(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1.0 {
-        format!("{} ns", d.as_nanos())
-    } else if us < 1000.0 {
-        format!("{us:.1} µs")
-    } else if us < 1e6 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{:.2} s", us / 1e6)
-    }
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn rate(n: u64, d: Duration) -> String {
-    format!("{}/s", count((n as f64 / d.as_secs_f64()).round() as u64))
 }
 
 impl Idle {
@@ -996,48 +846,4 @@ impl Report {
             settings.cpus
         );
     }
-}
-
-/// A field of /proc/self/status, in bytes.
-fn proc_status(field: &str) -> Option<u64> {
-    Some(proc_status_raw(field)? * 1024)
-}
-
-/// A numeric field of /proc/self/status as written (kB for sizes).
-fn proc_status_raw(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The filesystem type holding `path`, from /proc/mounts (longest mount point).
-fn filesystem_of(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
-        return "unknown filesystem".into();
-    };
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (dev, at, fs) = (f.next()?, f.next()?, f.next()?);
-            let at = at.replace("\\040", " ");
-            path.starts_with(&at)
-                .then(|| (at.len(), format!("{fs} on {dev}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
-}
-
-/// /proc/loadavg's 1, 5 and 15 minute figures.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
 }

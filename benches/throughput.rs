@@ -19,40 +19,22 @@
 //! - `UPSLOT_BENCH_FSYNC`: which fsync settings to run (default `off,on`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
-use std::io;
-use std::net::SocketAddr;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::http::{Op, Serving, Target, batch, connect, once, pattern_block};
+use support::procfs::{Peak, filesystem_of, load_average, status as proc_status};
+use support::{KIB, MIB, env_sizes, env_switches, on_off, percentile, show_size};
 use upslot::auth::Scheme;
 use upslot::clock::SystemClock;
 use upslot::config::{Config, SecretSource};
 use upslot::path::SlotPath;
 
 const SECRET: &str = "upslot-bench-secret";
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
-const GIB: u64 = 1024 * MIB;
 const DEFAULT_SIZES: &str = "4KiB,1MiB,100MiB,1GiB";
-/// Request bodies go out in chunks of this size.
-const CHUNK: usize = 256 * 1024;
-/// The pattern those chunks are cut from (each chunk a different window).
-const BLOCK: usize = 1024 * 1024;
 /// Files up to this size run as batches at several concurrencies.
 const BATCH_MAX: u64 = 16 * MIB;
 const SMALL_REPS: usize = 2000;
@@ -61,14 +43,9 @@ const BATCH_BYTES: u64 = 256 * MIB;
 const CONCURRENCY: [usize; 2] = [1, 16];
 const LARGE_REPS: usize = 3;
 
-type ReqBody = BoxBody<Bytes, Infallible>;
-
 fn main() {
     let settings = Settings::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = support::runtime();
     runtime.block_on(run(settings));
 }
 
@@ -83,25 +60,9 @@ impl Settings {
         let parent = std::env::var_os("UPSLOT_BENCH_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
-        let sizes = std::env::var("UPSLOT_BENCH_SIZES").unwrap_or_else(|_| DEFAULT_SIZES.into());
-        let sizes = sizes
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| parse_size(s).unwrap_or_else(|| panic!("UPSLOT_BENCH_SIZES: bad size {s:?}")))
-            .collect::<Vec<_>>();
+        let sizes = env_sizes("UPSLOT_BENCH_SIZES", DEFAULT_SIZES);
         assert!(!sizes.is_empty(), "UPSLOT_BENCH_SIZES names no size");
-        let fsync = std::env::var("UPSLOT_BENCH_FSYNC").unwrap_or_else(|_| "off,on".into());
-        let fsync = fsync
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| match s.to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" | "yes" => true,
-                "off" | "false" | "0" | "no" => false,
-                _ => panic!("UPSLOT_BENCH_FSYNC: expected on/off, got {s:?}"),
-            })
-            .collect::<Vec<_>>();
+        let fsync = env_switches("UPSLOT_BENCH_FSYNC", "off,on");
         assert!(!fsync.is_empty(), "UPSLOT_BENCH_FSYNC names no setting");
         Settings {
             parent,
@@ -111,48 +72,18 @@ impl Settings {
     }
 }
 
-fn parse_size(s: &str) -> Option<u64> {
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let unit = match s[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "ki" | "kib" => KIB,
-        "m" | "mi" | "mib" => MIB,
-        "g" | "gi" | "gib" => GIB,
-        "kb" => 1000,
-        "mb" => 1000 * 1000,
-        "gb" => 1000 * 1000 * 1000,
-        _ => return None,
-    };
-    n.checked_mul(unit).filter(|&n| n > 0)
-}
-
-fn show_size(n: u64) -> String {
-    for (unit, name) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
-        if n >= unit && n / unit * unit == n {
-            return format!("{} {name}", n / unit);
-        }
-    }
-    format!("{n} B")
-}
-
 // ---------------------------------------------------------------------------
 // The server under test.
 
 struct Server {
-    addr: SocketAddr,
+    serving: Serving,
     base_path: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<io::Result<()>>,
     dir: tempfile::TempDir,
 }
 
 impl Server {
     async fn start(parent: &Path, fsync: bool, max_file_size: u64) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("upslot-bench-")
-            .tempdir_in(parent)
-            .unwrap_or_else(|e| panic!("data directory under {}: {e}", parent.display()));
+        let dir = support::scratch_dir(parent, "upslot-bench-", "data directory");
         let defaults = Config::default();
         let config = Config {
             data_dir: dir.path().join("data"),
@@ -165,277 +96,35 @@ impl Server {
             ..defaults
         };
         let base_path = config.base_path.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
         let service = upslot::Service::open(config, Arc::new(SystemClock)).expect("open upslot");
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(service.serve(listener, async {
-            let _ = rx.await;
-        }));
         Server {
-            addr,
+            serving: Serving::start(service).await,
             base_path,
-            stop,
-            task,
             dir,
         }
     }
 
     /// The v1-signed PUT target and the GET target for `path` below base_path.
-    fn targets(&self, path: &str, size: u64) -> (String, String) {
+    fn target(&self, path: &str, size: u64) -> Target {
         let get = format!("{}{}", self.base_path, SlotPath::encode(path));
         let query = upslot::auth::sign_query(Scheme::V1, SECRET.as_bytes(), path, size, None)
             .expect("v1 signs");
-        (format!("{get}?{query}"), get)
+        Target {
+            put: format!("{get}?{query}"),
+            get,
+            seed: 0,
+        }
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("server task").expect("server");
+        self.serving.stop().await;
         // Dropping the TempDir removes what the case stored.
         drop(self.dir);
     }
 }
 
 // ---------------------------------------------------------------------------
-// The client side.
-
-/// `len` bytes of request body, made on the fly: each chunk is a window into
-/// a small pattern block (zero-copy), starting somewhere different each time.
-struct Generated {
-    block: Bytes,
-    sent: u64,
-    len: u64,
-    index: usize,
-}
-
-impl http_body::Body for Generated {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.sent == self.len {
-            return Poll::Ready(None);
-        }
-        let n = (self.len - self.sent).min(CHUNK as u64) as usize;
-        let start = (self.index * 4099 * 8) % (BLOCK - CHUNK);
-        let chunk = self.block.slice(start..start + n);
-        self.index += 1;
-        self.sent += n as u64;
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.sent == self.len
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len - self.sent)
-    }
-}
-
-fn pattern_block() -> Bytes {
-    let mut block = Vec::with_capacity(BLOCK);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while block.len() < BLOCK {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        block.extend_from_slice(&x.to_le_bytes());
-    }
-    Bytes::from(block)
-}
-
-async fn connect(addr: SocketAddr) -> SendRequest<ReqBody> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(conn);
-    sender
-}
-
-/// Generous: a slow disk with fsync still finishes well inside it.
-fn request_timeout(size: u64) -> Duration {
-    Duration::from_secs(30) + Duration::from_secs(size / (5 * 1000 * 1000))
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Put,
-    Get,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Put => "PUT",
-            Op::Get => "GET",
-        }
-    }
-}
-
-/// One request on `sender`, fully answered; panics on anything unexpected.
-async fn once(
-    sender: &mut SendRequest<ReqBody>,
-    addr: SocketAddr,
-    op: Op,
-    targets: &(String, String),
-    size: u64,
-    block: &Bytes,
-) {
-    let work = async {
-        sender.ready().await.expect("connection ready");
-        let builder = Request::builder().header("host", addr.to_string());
-        let req = match op {
-            Op::Put => builder
-                .method(Method::PUT)
-                .uri(&targets.0)
-                .header("content-length", size)
-                .header("content-type", "application/octet-stream")
-                .body(
-                    Generated {
-                        block: block.clone(),
-                        sent: 0,
-                        len: size,
-                        index: 0,
-                    }
-                    .boxed(),
-                ),
-            Op::Get => builder
-                .method(Method::GET)
-                .uri(&targets.1)
-                .body(http_body_util::Empty::new().boxed()),
-        }
-        .expect("request");
-        let res = sender.send_request(req).await.expect("response");
-        let status = res.status();
-        let length = res
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let mut body = res.into_body();
-        let mut received: u64 = 0;
-        let mut text = Vec::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.expect("response body").into_data() {
-                received += data.len() as u64;
-                if status.is_client_error() || status.is_server_error() {
-                    text.extend_from_slice(&data[..data.len().min(200)]);
-                }
-            }
-        }
-        let expected = match op {
-            Op::Put => StatusCode::CREATED,
-            Op::Get => StatusCode::OK,
-        };
-        assert_eq!(
-            status,
-            expected,
-            "{} {}: {}",
-            op.name(),
-            targets.1,
-            String::from_utf8_lossy(&text)
-        );
-        if op == Op::Get {
-            assert_eq!(length, Some(size), "GET {}: Content-Length", targets.1);
-            assert_eq!(received, size, "GET {}: body length", targets.1);
-        }
-    };
-    tokio::time::timeout(request_timeout(size), work)
-        .await
-        .unwrap_or_else(|_| panic!("{} of {} timed out", op.name(), show_size(size)));
-}
-
-/// Runs `op` on every target, `concurrency` keep-alive connections pulling from
-/// one queue. Returns the wall time and each request's duration.
-async fn batch(
-    addr: SocketAddr,
-    op: Op,
-    targets: Arc<Vec<(String, String)>>,
-    size: u64,
-    concurrency: usize,
-    block: &Bytes,
-) -> (Duration, Vec<Duration>) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers = (0..concurrency)
-        .map(|_| {
-            let next = Arc::clone(&next);
-            let targets = Arc::clone(&targets);
-            let block = block.clone();
-            tokio::spawn(async move {
-                let mut sender = connect(addr).await;
-                let mut times = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(target) = targets.get(i) else { break };
-                    let t = Instant::now();
-                    once(&mut sender, addr, op, target, size, &block).await;
-                    times.push(t.elapsed());
-                }
-                times
-            })
-        })
-        .collect::<Vec<_>>();
-    let mut times = Vec::with_capacity(targets.len());
-    for worker in workers {
-        times.extend(worker.await.expect("bench worker"));
-    }
-    (started.elapsed(), times)
-}
-
-// ---------------------------------------------------------------------------
 // Measuring and reporting.
-
-/// A field of /proc/self/status, in bytes.
-fn proc_status(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
-/// Tracks the process's peak RSS across rows: VmHWM is reset to the current RSS
-/// before each row (via /proc/self/clear_refs, if permitted) so each row gets its
-/// own peak, and the lifetime peak is the maximum of every reading.
-struct Peak {
-    lifetime: u64,
-    resettable: bool,
-}
-
-impl Peak {
-    fn new() -> Peak {
-        Peak {
-            lifetime: proc_status("VmHWM:").unwrap_or(0),
-            resettable: true,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.lifetime = self.lifetime.max(proc_status("VmHWM:").unwrap_or(0));
-        if self.resettable {
-            self.resettable = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-        }
-    }
-
-    /// The peak since the last reset (None if resetting is not possible).
-    fn read(&mut self) -> Option<u64> {
-        let hwm = proc_status("VmHWM:")?;
-        self.lifetime = self.lifetime.max(hwm);
-        self.resettable.then_some(hwm)
-    }
-}
 
 struct Row {
     size: u64,
@@ -447,11 +136,6 @@ struct Row {
     wall: Duration,
     times: Vec<Duration>,
     peak: Option<u64>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
@@ -493,7 +177,7 @@ impl Row {
         println!(
             "{:>9}  {:<5}  {:<4} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             show_size(self.size),
-            if self.fsync { "on" } else { "off" },
+            on_off(self.fsync),
             self.op.name(),
             self.concurrency,
             reps,
@@ -505,25 +189,6 @@ impl Row {
             peak,
         );
     }
-}
-
-/// The filesystem type holding `path`, from /proc/mounts (longest mount point).
-fn filesystem_of(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
-        return "unknown filesystem".into();
-    };
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (dev, at, fs) = (f.next()?, f.next()?, f.next()?);
-            let at = at.replace("\\040", " ");
-            path.starts_with(&at)
-                .then(|| (at.len(), format!("{fs} on {dev}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
 }
 
 async fn run(settings: Settings) {
@@ -553,7 +218,7 @@ async fn run(settings: Settings) {
         settings
             .fsync
             .iter()
-            .map(|&f| if f { "on" } else { "off" })
+            .map(|&f| on_off(f))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -567,7 +232,7 @@ async fn run(settings: Settings) {
     for &size in &settings.sizes {
         for &fsync in &settings.fsync {
             let server = Server::start(&settings.parent, fsync, size).await;
-            let addr = server.addr;
+            let addr = server.serving.addr;
             if size <= BATCH_MAX {
                 let reps = if size <= 64 * KIB {
                     SMALL_REPS
@@ -577,13 +242,13 @@ async fn run(settings: Settings) {
                 for concurrency in CONCURRENCY {
                     let targets = Arc::new(
                         (0..reps)
-                            .map(|i| server.targets(&format!("bench/c{concurrency}/{i}.bin"), size))
+                            .map(|i| server.target(&format!("bench/c{concurrency}/{i}.bin"), size))
                             .collect::<Vec<_>>(),
                     );
                     for op in [Op::Put, Op::Get] {
                         peak.reset();
                         let (wall, times) =
-                            batch(addr, op, Arc::clone(&targets), size, concurrency, &block).await;
+                            batch("upslot", addr, op, &targets, size, concurrency, &block).await;
                         Row {
                             size,
                             fsync,
@@ -616,10 +281,10 @@ async fn run(settings: Settings) {
                 };
                 peak.reset();
                 for rep in 0..LARGE_REPS {
-                    let targets = server.targets(&format!("bench/large/{rep}.bin"), size);
+                    let target = server.target(&format!("bench/large/{rep}.bin"), size);
                     for (op, row) in [(Op::Put, &mut put), (Op::Get, &mut get)] {
                         let t = Instant::now();
-                        once(&mut sender, addr, op, &targets, size, &block).await;
+                        once(&mut sender, "upslot", addr, op, &target, size, &block).await;
                         row.times.push(t.elapsed());
                     }
                 }
@@ -655,13 +320,4 @@ async fn run(settings: Settings) {
         run_started.elapsed().as_secs_f64(),
         load_average()
     );
-}
-
-/// /proc/loadavg's 1, 5 and 15 minute figures: other work on the machine skews
-/// every number here.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
 }
