@@ -228,6 +228,18 @@ pub struct Response {
 }
 
 impl Response {
+    /// Head and whole body of a client response.
+    pub async fn read(res: http::Response<hyper::body::Incoming>) -> Response {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -267,14 +279,7 @@ pub async fn request(
         .await
         .expect("response within 30 s")
         .unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Response::read(res).await
 }
 
 /// Writes `bytes` on a fresh connection and returns everything the server sends
@@ -344,12 +349,5 @@ pub async fn h2_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) ->
         .expect("h2 response within 30 s")
         .unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Response::read(res).await
 }
