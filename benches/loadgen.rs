@@ -1,43 +1,57 @@
 //! Side-by-side load generator: upslot (as its own process) against nginx's dav
 //! module, on the same machine in the same run, with the machine's own limits
 //! (loopback TCP, the disk's sequential write + fdatasync) measured alongside.
+//! `bash benches/compare.sh` installs nginx if needed and runs it.
 //!
-//! `cargo bench --bench loadgen` (as root if nginx must be installed or its
-//! workers must drop privileges) does, for every fsync setting and size:
+//! `cargo bench --bench loadgen` (nginx must be installed: Debian's `nginx`
+//! package; as root its workers drop to `nobody`, which is fine) does, for
+//! every fsync setting and every row of the matrix (size S, N files,
+//! concurrency C; by default the performance issue's 4 KiB x2000 at 32, 1 MiB
+//! x300 at 16, 100 MiB x4 at 2 and 1 GiB x1 at 1, three repetitions, fsync off
+//! then on):
 //! - starts `target/release/upslot serve -c <temp config>` (the binary Cargo
 //!   builds for this bench) with a fresh data directory, and nginx with a temp
 //!   prefix (`dav_methods PUT`, `create_full_put_path on`, `client_max_body_size
 //!   0`, `client_body_temp_path` on the same filesystem, `sendfile on`), both on
 //!   127.0.0.1 high ports;
-//! - per repetition, PUTs the files (unique paths; v1-signed for upslot, plain
-//!   for nginx) to each server in turn (the first server alternates between
-//!   repetitions), then GETs them back checking status and length; small and
-//!   medium files run as a batch of N requests over C keep-alive connections,
-//!   large files one at a time on one connection (`sync` before each large PUT
-//!   so neither server pays for the other's dirty pages);
-//! - after the timed part, GETs a sample of the files again and checks every byte;
+//! - per repetition, PUTs N files of size S to unique paths (v1-signed for
+//!   upslot, plain for nginx) over C keep-alive connections pulling from one
+//!   queue, to each server in turn (the first server alternates between
+//!   repetitions), then GETs them back the same way checking status and length;
+//!   `sync` runs before each PUT batch so neither server pays for the other's
+//!   dirty pages; a failed request is counted by status (or `timeout`, `io`...)
+//!   and its connection replaced, it does not stop the run;
+//! - after the timed part, GETs a sample of each server's files again and checks
+//!   every byte;
 //! - reads upslot's peak RSS (VmHWM in /proc/<pid>/status) before stopping it.
 //!
-//! It prints one table: medians over the repetitions for each server and the
-//! median of the pairwise (same repetition) ratios, against the targets of the
-//! performance issue, then the 1 GiB single-stream PUT against loopback TCP, the
-//! fsync PUTs against `dd conv=fdatasync`, and peak RSS per size.
+//! It prints the machine (CPUs, memory, kernel, the scratch directory's
+//! filesystem), loopback TCP and `dd conv=fdatasync` throughput, then a markdown
+//! table with one row per size, fsync setting and method: for each server the
+//! medians over the repetitions of MB/s, req/s and p50/p99 request latency, the
+//! median of the pairwise (same repetition) upslot/nginx ratios and each of them,
+//! the performance issue's target for the ratio, and the failed requests by
+//! status; then the 1 GiB single-stream PUT against loopback TCP, the fsync PUTs
+//! against dd, and upslot's peak RSS per size and fsync setting. It never fails on speed; it exits non-zero
+//! if a request failed or a sampled file differs.
 //!
 //! Environment:
+//! - `UPSLOT_LOADGEN_MATRIX`: comma-separated `SIZE:N:C` rows (default
+//!   `4KiB:2000:32,1MiB:300:16,100MiB:4:2,1GiB:1:1`); a size of the default
+//!   alone (`1GiB`) takes its default N and C, so `UPSLOT_LOADGEN_MATRIX=4KiB,1MiB`
+//!   runs a subset. (It replaces `UPSLOT_LOADGEN_SIZES`, `_N` and `_C`, which
+//!   are refused.)
+//! - `UPSLOT_LOADGEN_FSYNC`: upslot's fsync settings to run (default `off,on`).
+//! - `UPSLOT_LOADGEN_REPS`: repetitions per row (default 3).
 //! - `UPSLOT_LOADGEN_DIR`: parent of the scratch directory (default `/var/tmp`;
 //!   `/tmp` is slow on the CI VM). Everything under it is removed at the end.
-//! - `UPSLOT_LOADGEN_SIZES`: comma-separated sizes (default `4KiB,1MiB,100MiB,1GiB`).
-//! - `UPSLOT_LOADGEN_FSYNC`: fsync settings to run (default `off,on`).
-//! - `UPSLOT_LOADGEN_REPS`: repetitions per row (default 3).
-//! - `UPSLOT_LOADGEN_N`: requests per batch for 4 KiB-class files (default 2000;
-//!   medium files get as many as fit in 256 MiB, at least 16).
-//! - `UPSLOT_LOADGEN_C`: batch concurrency (default 16).
 //! - `UPSLOT_LOADGEN_NGINX_WORKERS`: nginx `worker_processes` (default `auto`).
 //! - `UPSLOT_LOADGEN_BIN`: another upslot binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,11 +60,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::http::{CHUNK, Op, Target, connect, once, pattern_block};
-use support::procfs::{filesystem_of, load_average};
+use support::http::{CHUNK, Load, Op, Target, load, pattern_block};
+use support::procfs::{filesystem_of, load_average, machine};
 use support::{
-    GIB, KIB, MIB, env_or, env_positive, env_sizes, env_switches, median, on_off,
-    show_size_tight as show_size,
+    GIB, KIB, MIB, env_list, env_or, env_positive, env_switches, median, on_off, parse_size,
+    percentile, show_size_tight as show_size,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,13 +72,12 @@ use upslot::auth::Scheme;
 use upslot::path::SlotPath;
 
 const SECRET: &str = "upslot-loadgen-secret-0123456789";
-const DEFAULT_SIZES: &str = "4KiB,1MiB,100MiB,1GiB";
-/// Files up to this size run as batches at concurrency C.
-const BATCH_MAX: u64 = 16 * MIB;
-/// Medium files: as many per batch as fit in this many bytes.
-const BATCH_BYTES: u64 = 256 * MIB;
-/// Files checked byte for byte after the timed part, per server and size.
+/// The performance issue's matrix: SIZE:N:C.
+const DEFAULT_MATRIX: &str = "4KiB:2000:32,1MiB:300:16,100MiB:4:2,1GiB:1:1";
+/// Files checked byte for byte after the timed part, per server and row: at
+/// most this many, and at most `VERIFY_BYTES` of them (but at least one).
 const VERIFY_SAMPLE: usize = 8;
+const VERIFY_BYTES: u64 = GIB;
 /// The whole run gives up after this long.
 const RUN_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// Loopback and dd: this many bytes, this many times.
@@ -74,45 +87,106 @@ const PROBE_REPS: usize = 3;
 fn main() {
     let settings = Settings::from_env();
     let runtime = support::runtime();
-    runtime.block_on(async {
+    let ok = runtime.block_on(async {
         tokio::select! {
-            () = run(settings) => {}
+            ok = run(settings) => ok,
             r = tokio::time::timeout(RUN_LIMIT, tokio::signal::ctrl_c()) => {
                 // Returning drops the run: its guards stop every process and
                 // remove the scratch directory.
                 eprintln!("loadgen: {}; stopping", if r.is_ok() { "interrupted" } else { "run time limit reached" });
+                false
             }
         }
     });
+    drop(runtime);
+    if !ok {
+        std::process::exit(1);
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Settings.
 
+/// One row of the matrix: N files of `size` bytes at concurrency `conc`.
+#[derive(Clone, Copy)]
+struct Case {
+    size: u64,
+    n: usize,
+    conc: usize,
+}
+
+/// `SIZE:N:C,...`; a size of `DEFAULT_MATRIX` alone takes its N and C there.
+fn parse_matrix(name: &str) -> Vec<Case> {
+    let row = |item: &str| -> Option<Case> {
+        let mut parts = item.split(':').map(str::trim);
+        let size = parse_size(parts.next()?)?;
+        let (n, conc) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(n), Some(c), None) => (n.parse().ok()?, c.parse().ok()?),
+            (None, _, _) => {
+                let default = DEFAULT_MATRIX
+                    .split(',')
+                    .map(|d| row_default(d).expect("default matrix"))
+                    .find(|d| d.size == size)?;
+                (default.n, default.conc)
+            }
+            _ => return None,
+        };
+        (n > 0 && conc > 0).then_some(Case { size, n, conc })
+    };
+    let matrix: Vec<Case> = env_list(name, DEFAULT_MATRIX)
+        .iter()
+        .map(|item| {
+            row(item).unwrap_or_else(|| {
+                panic!(
+                    "{name}: bad row {item:?}: expected SIZE:N:C (e.g. 1MiB:300:16), or a size of \
+                     the default {DEFAULT_MATRIX} alone"
+                )
+            })
+        })
+        .collect();
+    assert!(!matrix.is_empty(), "{name}: no rows");
+    matrix
+}
+
+fn row_default(item: &str) -> Option<Case> {
+    let mut parts = item.split(':');
+    Some(Case {
+        size: parse_size(parts.next()?)?,
+        n: parts.next()?.parse().ok()?,
+        conc: parts.next()?.parse().ok()?,
+    })
+}
+
 struct Settings {
     parent: PathBuf,
-    sizes: Vec<u64>,
+    matrix: Vec<Case>,
     fsync: Vec<bool>,
     reps: usize,
-    small_n: usize,
-    concurrency: usize,
+    nginx: PathBuf,
     nginx_workers: String,
     bin: PathBuf,
 }
 
 impl Settings {
     fn from_env() -> Settings {
-        let sizes = env_sizes("UPSLOT_LOADGEN_SIZES", DEFAULT_SIZES);
+        for gone in [
+            "UPSLOT_LOADGEN_SIZES",
+            "UPSLOT_LOADGEN_N",
+            "UPSLOT_LOADGEN_C",
+        ] {
+            assert!(
+                std::env::var_os(gone).is_none(),
+                "{gone} was replaced by UPSLOT_LOADGEN_MATRIX=SIZE:N:C,... (default {DEFAULT_MATRIX})"
+            );
+        }
         let fsync = env_switches("UPSLOT_LOADGEN_FSYNC", "off,on");
-        assert!(!sizes.is_empty() && !fsync.is_empty(), "nothing to run");
-        let num = env_positive;
+        assert!(!fsync.is_empty(), "UPSLOT_LOADGEN_FSYNC: nothing to run");
         Settings {
             parent: PathBuf::from(env_or("UPSLOT_LOADGEN_DIR", "/var/tmp")),
-            sizes,
+            matrix: parse_matrix("UPSLOT_LOADGEN_MATRIX"),
             fsync,
-            reps: num("UPSLOT_LOADGEN_REPS", 3),
-            small_n: num("UPSLOT_LOADGEN_N", 2000),
-            concurrency: num("UPSLOT_LOADGEN_C", 16),
+            reps: env_positive("UPSLOT_LOADGEN_REPS", 3),
+            nginx: find_nginx(),
             nginx_workers: env_or("UPSLOT_LOADGEN_NGINX_WORKERS", "auto"),
             bin: std::env::var_os("UPSLOT_LOADGEN_BIN").map_or_else(
                 || PathBuf::from(env!("CARGO_BIN_EXE_upslot")),
@@ -276,7 +350,7 @@ impl Server {
         }
     }
 
-    async fn nginx(dir: &Path, workers: &str) -> Server {
+    async fn nginx(nginx: &Path, dir: &Path, workers: &str) -> Server {
         // nginx's workers drop to nobody when started as root: they must reach
         // the document root and the body temp directory.
         for sub in ["", "root", "body", "logs"] {
@@ -304,7 +378,7 @@ impl Server {
         std::fs::write(&path, config).expect("nginx config");
         let mut proc = Proc::spawn(
             "nginx",
-            Command::new("nginx")
+            Command::new(nginx)
                 .arg("-p")
                 .arg(dir)
                 .arg("-c")
@@ -347,32 +421,22 @@ impl Server {
     }
 }
 
-fn ensure_nginx() {
-    if Command::new("nginx")
-        .arg("-v")
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-    {
-        return;
+/// nginx on PATH, or in /usr/sbin (which a non-root PATH often lacks).
+fn find_nginx() -> PathBuf {
+    for candidate in ["nginx", "/usr/sbin/nginx"] {
+        let works = Command::new(candidate)
+            .arg("-v")
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if works {
+            return PathBuf::from(candidate);
+        }
     }
-    eprintln!("loadgen: nginx missing; installing it with apt-get (needs root)");
-    // Keep the package from starting its default site on port 80.
-    let policy = Path::new("/usr/sbin/policy-rc.d");
-    let made = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
-    if made {
-        let _ = Command::new("chmod").arg("0755").arg(policy).status();
-    }
-    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", "nginx"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success());
-    if made {
-        let _ = std::fs::remove_file(policy);
-    }
-    assert!(ok, "could not install nginx");
+    panic!(
+        "nginx not found (on PATH or in /usr/sbin): `bash benches/compare.sh` installs Debian's \
+         nginx, or run `apt-get install nginx` as root"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -454,23 +518,112 @@ fn sync_disks() {
 // ---------------------------------------------------------------------------
 // Reporting.
 
+/// One server's figures for one row, a value per repetition.
+#[derive(Default)]
+struct Side {
+    mb_s: Vec<f64>,
+    req_s: Vec<f64>,
+    /// Request latency quantiles, seconds (successful requests only).
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    /// Failed requests by status (or `timeout`, `io`...), over all repetitions.
+    errors: BTreeMap<String, usize>,
+}
+
+impl Side {
+    fn add(&mut self, case: Case, run: &Load) {
+        let secs = run.wall.as_secs_f64();
+        self.req_s.push(case.n as f64 / secs);
+        self.mb_s
+            .push((case.n as u64 * case.size) as f64 / secs / 1e6);
+        let mut times = run.times.clone();
+        times.sort();
+        let (p50, p99) = if times.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (
+                percentile(&times, 0.5).as_secs_f64(),
+                percentile(&times, 0.99).as_secs_f64(),
+            )
+        };
+        self.p50.push(p50);
+        self.p99.push(p99);
+        self.count("", run);
+    }
+
+    fn count(&mut self, prefix: &str, run: &Load) {
+        for (label, n) in &run.errors {
+            *self.errors.entry(format!("{prefix}{label}")).or_default() += n;
+        }
+    }
+
+    fn failed(&self) -> usize {
+        self.errors.values().sum()
+    }
+
+    /// `0`, or `500 x3, timeout x1`.
+    fn show_errors(&self) -> String {
+        if self.errors.is_empty() {
+            return "0".into();
+        }
+        self.errors
+            .iter()
+            .map(|(label, n)| format!("{label} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `MB/s | req/s | p50 / p99 ms` cells.
+    fn cells(&self) -> String {
+        format!(
+            "{:.1} | {} | {} / {}",
+            median(&self.mb_s),
+            per_s(median(&self.req_s)),
+            ms(median(&self.p50)),
+            ms(median(&self.p99))
+        )
+    }
+}
+
+/// A rate with as many decimals as a small one needs: `2727`, `13.2`, `0.31`.
+fn per_s(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Seconds as milliseconds with three significant-ish digits.
+fn ms(secs: f64) -> String {
+    let ms = secs * 1e3;
+    if ms.is_nan() {
+        "-".into()
+    } else if ms < 10.0 {
+        format!("{ms:.2}")
+    } else if ms < 100.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
 struct Row {
-    size: u64,
+    case: Case,
     fsync: bool,
     op: &'static str,
-    conc: usize,
-    n: usize,
-    /// req/s for 4 KiB-class files, MB/s otherwise.
-    req_s: bool,
-    upslot: Vec<f64>,
-    nginx: Vec<f64>,
+    /// Indexed like `servers`: upslot, nginx.
+    sides: [Side; 2],
 }
 
 impl Row {
     fn ratios(&self) -> Vec<f64> {
-        self.upslot
+        self.sides[0]
+            .mb_s
             .iter()
-            .zip(&self.nginx)
+            .zip(&self.sides[1].mb_s)
             .map(|(u, n)| u / n)
             .collect()
     }
@@ -480,7 +633,7 @@ impl Row {
         match (self.fsync, self.op) {
             (false, "PUT") => Some(1.5),
             (false, "GET") => Some(1.0),
-            (true, "PUT") if self.size <= 64 * KIB => Some(1.0),
+            (true, "PUT") if self.case.size <= 64 * KIB => Some(1.0),
             _ => None,
         }
     }
@@ -488,16 +641,12 @@ impl Row {
     fn print(&self) {
         let ratios = self.ratios();
         let ratio = median(&ratios);
-        let (target, verdict) = match self.target() {
-            Some(t) => (format!("{t:.1}x"), if ratio >= t { "pass" } else { "MISS" }),
-            None => ("-".into(), "info"),
-        };
-        let fmt = |v: f64| {
-            if self.req_s {
-                format!("{v:.0} req/s")
-            } else {
-                format!("{v:.1} MB/s")
-            }
+        let failed = self.sides.iter().any(|s| s.failed() > 0);
+        let target = match self.target() {
+            // Failed requests make the figures meaningless.
+            Some(t) if failed => format!("{t:.1}x ERR"),
+            Some(t) => format!("{t:.1}x {}", if ratio >= t { "pass" } else { "MISS" }),
+            None => "-".into(),
         };
         let each = ratios
             .iter()
@@ -505,28 +654,31 @@ impl Row {
             .collect::<Vec<_>>()
             .join(" ");
         println!(
-            "{:>7} {:>5} {:>4} {:>4} {:>5} {:>14} {:>14} {:>6.2}x {:>7} {:>5}   {each}",
-            show_size(self.size),
+            "| {} | {} | {} | {} | {} | {} | {} | {ratio:.2}x | {each} | {target} | {}; {} |",
+            show_size(self.case.size),
             on_off(self.fsync),
             self.op,
-            self.conc,
-            self.n,
-            fmt(median(&self.upslot)),
-            fmt(median(&self.nginx)),
-            ratio,
-            target,
-            verdict,
+            self.case.n,
+            self.case.conc,
+            self.sides[0].cells(),
+            self.sides[1].cells(),
+            self.sides[0].show_errors(),
+            self.sides[1].show_errors(),
         );
     }
 }
 
-const HEADER: &str = "   size fsync   op conc     N         upslot          nginx   ratio  target  p/m    ratio per rep";
+const HEADER: &str = "| size | fsync | op | N | C | upslot MB/s | upslot req/s | upslot p50 / p99 ms \
+                      | nginx MB/s | nginx req/s | nginx p50 / p99 ms | upslot/nginx | per rep | target \
+                      | errors upslot; nginx |\n\
+                      |---:|:---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|";
 
 // ---------------------------------------------------------------------------
 // The run.
 
-async fn run(settings: Settings) {
-    ensure_nginx();
+/// Runs the matrix and prints the report; false if a request failed or a
+/// sampled file differs.
+async fn run(settings: Settings) -> bool {
     let scratch = tempfile::Builder::new()
         .prefix("upslot-loadgen-")
         .tempdir_in(&settings.parent)
@@ -535,19 +687,21 @@ async fn run(settings: Settings) {
         .arg("0711")
         .arg(scratch.path())
         .status();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let nginx_version = Command::new("nginx")
+    let nginx_version = Command::new(&settings.nginx)
         .arg("-v")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
         .unwrap_or_default();
     println!(
-        "upslot loadgen: upslot ({}) vs {nginx_version} (dav PUT, sendfile GET), HTTP/1.1 keep-alive over 127.0.0.1",
-        settings.bin.display()
-    );
-    println!(
-        "{cpus} CPU(s) shared by client, upslot and nginx (worker_processes {}); scratch {} ({}); load average {}",
+        "upslot loadgen: upslot ({}) vs {nginx_version} (dav PUT, sendfile GET, worker_processes {}), \
+         HTTP/1.1 keep-alive over 127.0.0.1; client, upslot and nginx share the CPUs.",
+        settings.bin.display(),
         settings.nginx_workers,
+    );
+    println!();
+    println!(
+        "Machine: {}; scratch {} ({}); load average {}.",
+        machine(),
         scratch.path().display(),
         filesystem_of(scratch.path()),
         load_average()
@@ -562,6 +716,8 @@ async fn run(settings: Settings) {
     if settings.fsync.contains(&true) {
         for _ in 0..PROBE_REPS {
             let dir = scratch.path().to_owned();
+            // dd's fdatasync should not be writing back anyone else's pages.
+            sync_disks();
             dd.push(
                 tokio::task::spawn_blocking(move || dd_mb_s(&dir))
                     .await
@@ -575,12 +731,18 @@ async fn run(settings: Settings) {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let dd_line = if dd.is_empty() {
+        "not measured (fsync off only)".to_owned()
+    } else {
+        format!("median {:.0} MB/s ({})", median(&dd), show(&dd))
+    };
+    println!();
     println!(
-        "loopback TCP, 1 GiB one stream: median {:.0} MB/s ({}); dd bs=1M count=1024 conv=fdatasync: median {:.0} MB/s ({})",
+        "Loopback TCP, {} one stream: median {:.0} MB/s ({}). Disk, dd bs=1M count={} conv=fdatasync: {dd_line}.",
+        show_size(PROBE_BYTES),
         median(&loopback),
         show(&loopback),
-        median(&dd),
-        show(&dd)
+        PROBE_BYTES / MIB,
     );
     println!();
     println!("{HEADER}");
@@ -588,110 +750,78 @@ async fn run(settings: Settings) {
     let block = pattern_block();
     let mut rows: Vec<Row> = Vec::new();
     let mut rss: Vec<(u64, bool, u64)> = Vec::new();
+    let mut first_errors: Vec<String> = Vec::new();
     let mut seed = 0u64;
     let started = Instant::now();
     for &fsync in &settings.fsync {
-        for &size in &settings.sizes {
-            let case = scratch.path().join(format!(
-                "{}-{}",
+        for &case in &settings.matrix {
+            let case_started = Instant::now();
+            let Case { size, n, conc } = case;
+            let dir = scratch.path().join(format!(
+                "{}-{n}-{conc}-{}",
                 show_size(size),
                 if fsync { "fsync" } else { "nofsync" }
             ));
             let servers = [
-                Server::upslot(&settings.bin, &case.join("upslot"), fsync).await,
-                Server::nginx(&case.join("nginx"), &settings.nginx_workers).await,
+                Server::upslot(&settings.bin, &dir.join("upslot"), fsync).await,
+                Server::nginx(&settings.nginx, &dir.join("nginx"), &settings.nginx_workers).await,
             ];
-            let large = size > BATCH_MAX;
-            let (n, conc) = if large {
-                (1, 1)
-            } else if size <= 64 * KIB {
-                (settings.small_n, settings.concurrency)
-            } else {
-                (
-                    ((BATCH_BYTES / size) as usize).clamp(16, settings.small_n),
-                    settings.concurrency,
-                )
-            };
             let new_row = |op| Row {
-                size,
+                case,
                 fsync,
                 op,
-                conc,
-                n,
-                req_s: size <= 64 * KIB,
-                upslot: Vec::new(),
-                nginx: Vec::new(),
+                sides: [Side::default(), Side::default()],
             };
             let mut put = new_row("PUT");
             let mut get = new_row("GET");
-            let mut all_targets: [Vec<Arc<Vec<Target>>>; 2] = [Vec::new(), Vec::new()];
+            let mut all_targets: [Vec<Target>; 2] = [Vec::new(), Vec::new()];
             for rep in 0..settings.reps {
                 // The server that goes first alternates between repetitions.
                 let order: [usize; 2] = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
-                let mut reps_targets: [Option<Arc<Vec<Target>>>; 2] = [None, None];
-                for &s in &order {
-                    let targets = Arc::new(
+                let targets = [0, 1].map(|s| {
+                    Arc::new(
                         (0..n)
                             .map(|i| {
                                 seed += 1;
                                 servers[s].target(&format!("lg/r{rep}/{i}.bin"), size, seed)
                             })
                             .collect::<Vec<_>>(),
-                    );
-                    reps_targets[s] = Some(targets);
-                }
+                    )
+                });
                 for op in [Op::Put, Op::Get] {
                     for &s in &order {
-                        let targets = reps_targets[s].as_ref().expect("targets");
-                        if large && op == Op::Put {
+                        if op == Op::Put {
+                            // Neither server writes back the other's dirty pages.
                             sync_disks();
                         }
-                        let (wall, _) = support::http::batch(
-                            servers[s].kind.name(),
-                            servers[s].addr,
-                            op,
-                            targets,
-                            size,
-                            conc,
-                            &block,
-                        )
-                        .await;
-                        let rate = if size <= 64 * KIB {
-                            n as f64 / wall.as_secs_f64()
-                        } else {
-                            (n as u64 * size) as f64 / wall.as_secs_f64() / 1e6
-                        };
-                        let row = if op == Op::Put { &mut put } else { &mut get };
-                        match servers[s].kind {
-                            Kind::Upslot => row.upslot.push(rate),
-                            Kind::Nginx => row.nginx.push(rate),
+                        let name = servers[s].kind.name();
+                        let seen =
+                            load(name, servers[s].addr, op, &targets[s], size, conc, &block).await;
+                        if let Some(e) = &seen.first_error {
+                            eprintln!("loadgen: first failure of this batch: {e}");
+                            first_errors.push(e.clone());
                         }
+                        let row = if op == Op::Put { &mut put } else { &mut get };
+                        row.sides[s].add(case, &seen);
                     }
                 }
                 for s in 0..2 {
-                    all_targets[s].push(reps_targets[s].take().expect("targets"));
+                    all_targets[s].extend(targets[s].iter().cloned());
                 }
             }
             // Untimed: a sample of each server's files, byte for byte.
             for (s, server) in servers.iter().enumerate() {
-                let files = all_targets[s]
-                    .iter()
-                    .flat_map(|t| t.iter())
-                    .collect::<Vec<_>>();
-                let step = files.len().div_ceil(VERIFY_SAMPLE).max(1);
-                let mut sender = connect(server.addr).await;
-                for target in files.iter().step_by(step) {
-                    once(
-                        &mut sender,
-                        server.kind.name(),
-                        server.addr,
-                        Op::Verify,
-                        target,
-                        size,
-                        &block,
-                    )
-                    .await;
+                let files = &all_targets[s];
+                let most = VERIFY_SAMPLE.min((VERIFY_BYTES / size).max(1) as usize);
+                let step = files.len().div_ceil(most).max(1);
+                let sample = Arc::new(files.iter().step_by(step).cloned().collect::<Vec<_>>());
+                let name = server.kind.name();
+                let seen = load(name, server.addr, Op::Verify, &sample, size, 1, &block).await;
+                if let Some(e) = &seen.first_error {
+                    eprintln!("loadgen: verification: {e}");
+                    first_errors.push(e.clone());
                 }
+                get.sides[s].count("verify ", &seen);
             }
             let hwm = support::procfs::status_of(servers[0].proc.pid(), "VmHWM:").unwrap_or(0);
             rss.push((size, fsync, hwm));
@@ -701,43 +831,58 @@ async fn run(settings: Settings) {
             rows.push(get);
             drop(servers);
             drop(all_targets);
-            let _ = std::fs::remove_dir_all(&case);
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!(
+                "loadgen: {} x{n} at {conc}, fsync {}: {:.1} s",
+                show_size(size),
+                on_off(fsync),
+                case_started.elapsed().as_secs_f64()
+            );
         }
     }
 
     println!();
     println!(
-        "N = requests per batch at concurrency conc (batch rate over its wall time); conc 1, N 1 = one \
-         transfer at a time. upslot/nginx: medians over {} repetitions; ratio: median of the per-repetition \
-         upslot/nginx ratios. MB/s = 10^6 bytes/s. GETs follow the PUTs, so both are served from the page cache.",
-        settings.reps
+        "N files per repetition over C keep-alive connections; MB/s (10^6 bytes/s) and req/s over the \
+         batch's wall time, p50/p99 over its successful requests. upslot, nginx: medians over {} \
+         repetitions; upslot/nginx: median of the per-repetition ratios (listed under \"per rep\"). \
+         GETs follow the PUTs, so both servers serve them from the page cache. `sync` runs before \
+         every PUT batch. Errors: failed requests by status over all repetitions (`verify`: a sample \
+         of each server's files, up to {VERIFY_SAMPLE} and {}, read back byte for byte afterwards).",
+        settings.reps,
+        show_size(VERIFY_BYTES)
     );
+    println!();
     let lo = median(&loopback);
     for row in rows
         .iter()
-        .filter(|r| r.op == "PUT" && r.size == GIB && !r.fsync)
+        .filter(|r| r.op == "PUT" && r.case.size == GIB && r.case.conc == 1 && !r.fsync)
     {
-        let r = median(&row.upslot) / lo;
+        let mb_s = median(&row.sides[0].mb_s);
+        let r = mb_s / lo;
         println!(
-            "single-stream 1GiB PUT (fsync off) / loopback TCP: {:.1} / {lo:.0} MB/s = {:.0}%  (target 60%: {})",
-            median(&row.upslot),
+            "- single-stream 1GiB PUT (fsync off) / loopback TCP: {mb_s:.1} / {lo:.0} MB/s = {:.0}% (target 60%: {})",
             r * 100.0,
             if r >= 0.6 { "pass" } else { "MISS" }
         );
     }
-    let d = median(&dd);
-    for row in rows
-        .iter()
-        .filter(|r| r.op == "PUT" && r.fsync && r.size >= 100 * MIB)
-    {
-        let r = median(&row.upslot) / d;
-        println!(
-            "{} PUT (fsync on) / dd conv=fdatasync: {:.1} / {d:.0} MB/s = {:.0}%  (target 90%: {})",
-            show_size(row.size),
-            median(&row.upslot),
-            r * 100.0,
-            if r >= 0.9 { "pass" } else { "MISS" }
-        );
+    if !dd.is_empty() {
+        let d = median(&dd);
+        for row in rows
+            .iter()
+            .filter(|r| r.op == "PUT" && r.fsync && r.case.size >= 100 * MIB)
+        {
+            let mb_s = median(&row.sides[0].mb_s);
+            let r = mb_s / d;
+            println!(
+                "- {} x{} at {} PUT (fsync on) / dd conv=fdatasync: {mb_s:.1} / {d:.0} MB/s = {:.0}% (target 90%: {})",
+                show_size(row.case.size),
+                row.case.n,
+                row.case.conc,
+                r * 100.0,
+                if r >= 0.9 { "pass" } else { "MISS" }
+            );
+        }
     }
     let mut line = String::new();
     for (size, fsync, hwm) in &rss {
@@ -750,13 +895,24 @@ async fn run(settings: Settings) {
         );
     }
     let peak = rss.iter().map(|r| r.2).max().unwrap_or(0);
-    println!("upslot peak RSS (VmHWM, MiB; one process per size/fsync):{line}");
+    println!("- upslot peak RSS (VmHWM, MiB; one process per size/fsync):{line}");
     println!(
-        "upslot peak RSS over the matrix: {:.1} MiB (target <= 20 MiB: {}). Total {:.0} s; load average now {}.",
+        "- upslot peak RSS over the matrix: {:.1} MiB (target <= 20 MiB: {}).",
         peak as f64 / MIB as f64,
         if peak <= 20 * MIB { "pass" } else { "MISS" },
+    );
+    println!(
+        "- total {:.0} s; load average now {}.",
         started.elapsed().as_secs_f64(),
         load_average()
     );
     drop(scratch);
+    let failed: usize = rows.iter().flat_map(|r| &r.sides).map(Side::failed).sum();
+    if failed > 0 {
+        eprintln!("loadgen: {failed} request(s) failed; the first of each batch:");
+        for e in &first_errors {
+            eprintln!("  {e}");
+        }
+    }
+    failed == 0
 }

@@ -1,8 +1,10 @@
 //! The client side of the HTTP benches: generated request bodies that can be
 //! checked byte for byte, keep-alive HTTP/1.1 connections (hyper's client),
-//! one request fully answered, and batches over several connections. Also an
+//! one request fully answered, and batches over several connections (panicking
+//! on a failure, or counting failures by status). Also an
 //! upslot `Service` serving in this process on 127.0.0.1:0.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -125,6 +127,7 @@ pub fn check_bytes(block: &[u8], seed: u64, mut pos: u64, mut data: &[u8]) -> bo
 // Requests.
 
 /// Where one file is PUT and where it is read back, and its body's seed.
+#[derive(Clone)]
 pub struct Target {
     pub put: String,
     pub get: String,
@@ -155,20 +158,38 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    try_connect(addr).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `connect`, saying what went wrong instead of panicking.
+pub async fn try_connect<B>(addr: SocketAddr) -> Result<SendRequest<B>, String>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(addr)
         .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
     stream.set_nodelay(true).expect("nodelay");
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("HTTP/1.1 handshake");
+        .map_err(|e| format!("HTTP/1.1 handshake with {addr}: {e}"))?;
     tokio::spawn(conn);
-    sender
+    Ok(sender)
 }
 
 /// Generous: a slow disk with fsync still finishes well inside it.
 pub fn request_timeout(size: u64) -> Duration {
     Duration::from_secs(30) + Duration::from_secs(size / (5 * 1000 * 1000))
+}
+
+/// Why a request failed: `label` groups failures in a report (the status code
+/// that came instead of the expected one, `timeout`, `io`, `length`, `bytes`,
+/// `connect`); `detail` says what happened.
+pub struct Failure {
+    pub label: String,
+    pub detail: String,
 }
 
 /// One request to `server` (a name for messages), fully answered: a PUT must
@@ -183,8 +204,32 @@ pub async fn once(
     size: u64,
     block: &Bytes,
 ) {
+    if let Err(f) = attempt(sender, server, addr, op, target, size, block).await {
+        panic!("{}", f.detail);
+    }
+}
+
+/// `once`, saying what went wrong instead of panicking. After a failure the
+/// connection may be unusable: open a new one.
+pub async fn attempt(
+    sender: &mut SendRequest<ReqBody>,
+    server: &str,
+    addr: SocketAddr,
+    op: Op,
+    target: &Target,
+    size: u64,
+    block: &Bytes,
+) -> Result<(), Failure> {
+    let uri = &target.get;
+    let fail = |label: &str, what: String| Failure {
+        label: label.to_owned(),
+        detail: format!("{server} {} {uri}: {what}", op.name()),
+    };
     let work = async {
-        sender.ready().await.expect("connection ready");
+        sender
+            .ready()
+            .await
+            .map_err(|e| fail("io", format!("connection not ready: {e}")))?;
         let builder = Request::builder().header("host", addr.to_string());
         let req = match op {
             Op::Put => builder
@@ -201,7 +246,7 @@ pub async fn once(
         let res = sender
             .send_request(req.expect("request"))
             .await
-            .expect("response");
+            .map_err(|e| fail("io", format!("no response: {e}")))?;
         let status = res.status();
         let length = res
             .headers()
@@ -213,7 +258,8 @@ pub async fn once(
         let mut text = Vec::new();
         let mut intact = true;
         while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.expect("response body").into_data() {
+            let frame = frame.map_err(|e| fail("io", format!("response body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
                 if op == Op::Verify && intact {
                     intact = check_bytes(block, target.seed, received, &data);
                 }
@@ -223,27 +269,40 @@ pub async fn once(
                 }
             }
         }
-        let uri = &target.get;
         // nginx answers 201 for a new file, 204 for an overwrite.
         let expected = match op {
             Op::Put => StatusCode::CREATED,
             Op::Get | Op::Verify => StatusCode::OK,
         };
-        assert!(
-            status == expected,
-            "{server} {} {uri}: {status} {}",
-            op.name(),
-            String::from_utf8_lossy(&text)
-        );
-        if op != Op::Put {
-            assert_eq!(length, Some(size), "{server} GET {uri}: Content-Length");
-            assert_eq!(received, size, "{server} GET {uri}: body length");
-            assert!(intact, "{server} GET {uri}: body differs from what was PUT");
+        if status != expected {
+            return Err(fail(
+                status.as_str(),
+                format!("{status} {}", String::from_utf8_lossy(&text)),
+            ));
         }
+        if op != Op::Put {
+            if length != Some(size) || received != size {
+                return Err(fail(
+                    "length",
+                    format!(
+                        "Content-Length {length:?}, {received} bytes received, {size} expected"
+                    ),
+                ));
+            }
+            if !intact {
+                return Err(fail("bytes", "body differs from what was PUT".into()));
+            }
+        }
+        Ok(())
     };
     tokio::time::timeout(request_timeout(size), work)
         .await
-        .unwrap_or_else(|_| panic!("{server}: request for {} timed out", show_size(size)));
+        .unwrap_or_else(|_| {
+            Err(fail(
+                "timeout",
+                format!("request for {} timed out", show_size(size)),
+            ))
+        })
 }
 
 /// `op` on every target, `concurrency` keep-alive connections pulling from one
@@ -283,6 +342,88 @@ pub async fn batch(
         times.extend(worker.await.expect("bench worker"));
     }
     (started.elapsed(), times)
+}
+
+/// What `load` saw.
+#[derive(Default)]
+pub struct Load {
+    pub wall: Duration,
+    /// Each successful request's duration.
+    pub times: Vec<Duration>,
+    /// Failed requests by `Failure::label`.
+    pub errors: BTreeMap<String, usize>,
+    /// The first failure's detail.
+    pub first_error: Option<String>,
+}
+
+impl Load {
+    fn count(&mut self, f: Failure) {
+        *self.errors.entry(f.label).or_default() += 1;
+        self.first_error.get_or_insert(f.detail);
+    }
+}
+
+/// `batch` that counts failures instead of panicking: a failed request is
+/// counted by label and its connection replaced.
+pub async fn load(
+    server: &'static str,
+    addr: SocketAddr,
+    op: Op,
+    targets: &Arc<Vec<Target>>,
+    size: u64,
+    concurrency: usize,
+    block: &Bytes,
+) -> Load {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency.min(targets.len()))
+        .map(|_| {
+            let next = Arc::clone(&next);
+            let targets = Arc::clone(targets);
+            let block = block.clone();
+            tokio::spawn(async move {
+                let mut seen = Load::default();
+                let mut sender = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(target) = targets.get(i) else { break };
+                    if sender.is_none() {
+                        match try_connect(addr).await {
+                            Ok(s) => sender = Some(s),
+                            Err(detail) => {
+                                let label = "connect".to_owned();
+                                seen.count(Failure { label, detail });
+                                continue;
+                            }
+                        }
+                    }
+                    let s = sender.as_mut().expect("connected");
+                    let t = Instant::now();
+                    match attempt(s, server, addr, op, target, size, &block).await {
+                        Ok(()) => seen.times.push(t.elapsed()),
+                        Err(f) => {
+                            seen.count(f);
+                            sender = None;
+                        }
+                    }
+                }
+                seen
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut all = Load::default();
+    for worker in workers {
+        let seen = worker.await.expect("bench worker");
+        all.times.extend(seen.times);
+        for (label, n) in seen.errors {
+            *all.errors.entry(label).or_default() += n;
+        }
+        if all.first_error.is_none() {
+            all.first_error = seen.first_error;
+        }
+    }
+    all.wall = started.elapsed();
+    all
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! Readings from /proc: memory and thread counts, CPU time, read syscalls, the
-//! filesystem under a path and the load average. Linux only, like the benches.
+//! filesystem under a path, the load average and what the machine is. Linux only, like the benches.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -173,4 +173,27 @@ pub fn load_average() -> String {
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The machine in one line: CPUs (and their model), memory, kernel.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown model".into(), |(_, m)| m.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |k| k.trim().to_owned());
+    format!(
+        "{cpus} CPU(s) ({model}), {:.1} GiB memory, Linux {kernel}",
+        mem_kib as f64 / (1024.0 * 1024.0)
+    )
 }
