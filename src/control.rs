@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::index::Index;
-use crate::store::Meta;
+use crate::store::{Meta, Store};
 
 /// Largest message accepted: a JSON list of metadata.
 const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
@@ -23,7 +23,11 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Binds the socket (replacing a stale one: the data-dir lock says no other
 /// service owns it) and serves it until the task is dropped.
-pub fn listen(data_dir: &Path, index: Arc<Index>) -> io::Result<tokio::task::JoinHandle<()>> {
+pub fn listen(
+    data_dir: &Path,
+    index: Arc<Index>,
+    store: Arc<dyn Store>,
+) -> io::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(data_dir);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -37,6 +41,7 @@ pub fn listen(data_dir: &Path, index: Arc<Index>) -> io::Result<tokio::task::Joi
                 continue;
             };
             let index = Arc::clone(&index);
+            let store = Arc::clone(&store);
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
@@ -45,6 +50,7 @@ pub fn listen(data_dir: &Path, index: Arc<Index>) -> io::Result<tokio::task::Joi
                     Ok(_) => match serde_json::from_str::<Vec<Meta>>(&line) {
                         Ok(removed) => {
                             for meta in &removed {
+                                store.forget(&meta.key());
                                 index.removed(meta);
                             }
                             tracing::info!(

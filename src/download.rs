@@ -2,6 +2,7 @@
 //! then render that decision into a response. HEAD gets exactly GET's headers.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -35,11 +36,7 @@ pub async fn get(
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     let key = Key::for_path(path.as_str());
-    let store = app.store.clone();
-    let (meta, file) = spawn_blocking(move || store.open(&key))
-        .await
-        .map_err(|e| ApiError::Internal(std::io::Error::other(e)))??
-        .ok_or(ApiError::NotFound)?;
+    let (meta, file) = open(app, key).await?.ok_or(ApiError::NotFound)?;
     let now = app.clock.unix();
     if meta.is_expired(now) {
         return Err(ApiError::NotFound);
@@ -67,6 +64,19 @@ pub async fn get(
         *response.body_mut() = body::empty();
     }
     Ok(response)
+}
+
+/// A file met recently (its metadata is cached) is opened in place: its directory
+/// entries are in memory, so this does not wait for the disk, and it saves the
+/// blocking pool's hand-off, which costs more than the open. Others go there.
+async fn open(app: &App, key: Key) -> Result<Option<(Arc<Meta>, File)>, ApiError> {
+    if let Some(meta) = app.store.cached(&key) {
+        return Ok(app.store.open_body(&key)?.map(|file| (meta, file)));
+    }
+    let store = Arc::clone(&app.store);
+    Ok(spawn_blocking(move || store.open(&key))
+        .await
+        .map_err(|e| ApiError::Internal(std::io::Error::other(e)))??)
 }
 
 /// A strong validator from the content hash: bodies never change once stored.

@@ -10,6 +10,7 @@ use crate::http::body::{self, Body};
 use crate::index::QuotaError;
 use crate::metrics::{outcome, quota_kind};
 use crate::path::PathError;
+use crate::store::CommitError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -62,6 +63,15 @@ impl From<QuotaError> for ApiError {
         match e {
             QuotaError::Total => ApiError::InsufficientStorage(quota_kind::TOTAL),
             QuotaError::User => ApiError::UserQuota,
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Exists => ApiError::Exists,
+            CommitError::Io(e) => e.into(),
         }
     }
 }

@@ -76,7 +76,7 @@ pub fn delete(store: &dyn Store, paths: &[String]) -> io::Result<Vec<Meta>> {
         if let Some(meta) = store.meta(&key)?
             && store.delete(&key)?
         {
-            removed.push(meta);
+            removed.push(Meta::clone(&meta));
         }
     }
     Ok(removed)

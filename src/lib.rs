@@ -116,7 +116,11 @@ impl Service {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let control = control::listen(&self.app.config.data_dir, Arc::clone(&self.app.index))
+        let control = control::listen(
+            &self.app.config.data_dir,
+            Arc::clone(&self.app.index),
+            Arc::clone(&self.app.store),
+        )
             .inspect_err(|e| {
                 tracing::warn!(error = %e, "no control socket: `upslot files delete` will show in usage after a restart");
             })

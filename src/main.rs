@@ -294,7 +294,7 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
             let Some(meta) = upslot::store::Store::meta(&store, &key)? else {
                 bail!("no file at {path}");
             };
-            let shown = files::ExportedFile::from(&meta);
+            let shown = files::ExportedFile::from(&*meta);
             writeln!(out, "{}", serde_json::to_string_pretty(&shown)?)?;
         }
         FilesAction::Export { user } => {

@@ -6,10 +6,11 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, spawn_blocking};
 
@@ -18,14 +19,18 @@ use crate::auth::{Grant, Presented, Verifier};
 use crate::client_ip::client_ip;
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
-use crate::index::Reservation;
+use crate::index::{Index, Reservation};
 use crate::metrics::{GaugeGuard, quota_kind};
 use crate::path::SlotPath;
-use crate::store::{CommitError, Key, Meta, Pending};
+use crate::store::{CommitError, Key, Meta, Pending, Store};
 use crate::telemetry;
 
 /// Body bytes are gathered into buffers of this size before each disk write.
 const WRITE_CHUNK: usize = 512 * 1024;
+/// Bodies up to this size are taken whole before the disk is touched: one trip
+/// to the blocking pool instead of three, and a refused one cost no more than
+/// the reading that a refusal does anyway (see [`body::discard`]).
+const SMALL_BODY: u64 = 64 * 1024;
 
 pub async fn put(
     app: &App,
@@ -35,7 +40,7 @@ pub async fn put(
 ) -> Result<Response<Body>, ApiError> {
     let _in_flight = GaugeGuard::new(&app.metrics.uploads_in_flight);
     let (parts, incoming) = req.into_parts();
-    let accepted = match accept(app, &parts, &path, peer).await {
+    let accepted = match accept(app, &parts, &path, peer) {
         Ok(accepted) => accepted,
         Err(e) => {
             body::discard(Request::from_parts(parts, incoming));
@@ -45,38 +50,61 @@ pub async fn put(
     let Accepted {
         length,
         meta,
-        pending,
+        needed,
         reservation,
         _claim,
     } = accepted;
     let key = meta.key();
-    let sink = receive(app, incoming, pending, length).await?;
-    tracing::debug!(file = %key, bytes = length, "body received");
-    let committed = spawn_blocking(move || sink.commit(meta))
+    let disk = Disk::of(app);
+    let committed = if length <= SMALL_BODY && !body::expects_continue(&parts.headers) {
+        // Small and already on its way: take the body, then make one trip to the
+        // blocking pool for all the disk work, checks included.
+        let pieces = receive_small(app, incoming, length).await?;
+        tracing::debug!(file = %key, bytes = length, "body received");
+        spawn_blocking(move || -> Result<Meta, ApiError> {
+            let mut sink = Sink::new(disk.prepare(key, meta.created, needed)?);
+            for piece in &pieces {
+                sink.absorb(piece)?;
+            }
+            Ok(sink.commit(meta)?)
+        })
         .await
-        .map_err(join_error)?;
-    match committed {
-        Ok(meta) => reservation.commit(&meta),
-        Err(CommitError::Exists) => return Err(ApiError::Exists),
-        Err(CommitError::Io(e)) => return Err(e.into()),
-    }
+        .map_err(join_error)??
+    } else {
+        let created = meta.created;
+        let prepared = spawn_blocking(move || disk.prepare(key, created, needed)).await;
+        let pending = match prepared.map_err(join_error).and_then(|p| p) {
+            Ok(pending) => pending,
+            Err(e) => {
+                body::discard(Request::from_parts(parts, incoming));
+                return Err(e);
+            }
+        };
+        let sink = receive(app, incoming, pending, length).await?;
+        tracing::debug!(file = %key, bytes = length, "body received");
+        spawn_blocking(move || sink.commit(meta))
+            .await
+            .map_err(join_error)??
+    };
+    reservation.commit(&committed);
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
 }
 
-/// An upload that passed every check that can be made before its body.
+/// An upload that passed every check that can be made in memory from its head.
 struct Accepted {
     length: u64,
     meta: Meta,
-    pending: Box<dyn Pending>,
+    /// Free bytes the file system must have for this upload to go ahead.
+    needed: u64,
     reservation: Reservation,
     /// Held until the file is committed or abandoned.
     _claim: Claim,
 }
 
-/// Checks slot, size, path and space from the request head alone.
-async fn accept(
+/// Checks slot, size, path and quota from the request head alone.
+fn accept(
     app: &App,
     parts: &http::request::Parts,
     path: &SlotPath,
@@ -110,48 +138,60 @@ async fn accept(
         return Err(ApiError::TooLarge);
     }
     let key = Key::for_path(path.as_str());
-    let claim = app.claim(key).ok_or(ApiError::Exists)?;
     let now = app.clock.unix();
+    if app.store.cached(&key).is_some_and(|m| !m.is_expired(now)) {
+        return Err(ApiError::Exists);
+    }
+    let claim = app.claim(key).ok_or(ApiError::Exists)?;
     let meta = describe(app, path, &grant, content_type, now);
-    let pending = prepare(app, key, now, length).await?;
+    let needed = length
+        .saturating_add(app.config.min_free_space)
+        .saturating_add(app.index.reserved());
     let reservation = app.index.reserve(length, meta.uploader.as_deref())?;
     Ok(Accepted {
         length,
         meta,
-        pending,
+        needed,
         reservation,
         _claim: claim,
     })
 }
 
-/// The checks that need the disk, before any body byte is read: the path is free
-/// (or holds only an expired file, which goes now), and the file system keeps
-/// `min_free_space` after this upload and those in flight.
-async fn prepare(app: &App, key: Key, now: u64, length: u64) -> Result<Box<dyn Pending>, ApiError> {
-    let store = Arc::clone(&app.store);
-    let index = Arc::clone(&app.index);
-    let expired_deleted = app.metrics.expired_deleted.clone();
-    let needed = length
-        .saturating_add(app.config.min_free_space)
-        .saturating_add(index.reserved());
-    spawn_blocking(move || -> Result<Box<dyn Pending>, ApiError> {
-        if let Some(existing) = store.meta(&key)? {
+/// What the disk checks need, to take to the blocking pool.
+struct Disk {
+    store: Arc<dyn Store>,
+    index: Arc<Index>,
+    expired_deleted: IntCounter,
+}
+
+impl Disk {
+    fn of(app: &App) -> Disk {
+        Disk {
+            store: Arc::clone(&app.store),
+            index: Arc::clone(&app.index),
+            expired_deleted: app.metrics.expired_deleted.clone(),
+        }
+    }
+
+    /// The checks that need the disk: the path is free (or holds only an
+    /// expired file, which goes now), and the file system keeps `needed` bytes.
+    /// Blocks.
+    fn prepare(&self, key: Key, now: u64, needed: u64) -> Result<Box<dyn Pending>, ApiError> {
+        if let Some(existing) = self.store.meta(&key)? {
             if !existing.is_expired(now) {
                 return Err(ApiError::Exists);
             }
             // Past its expiry the path is free again, whether or not the reaper came.
-            if store.delete(&key)? {
-                index.removed(&existing);
-                expired_deleted.inc();
+            if self.store.delete(&key)? {
+                self.index.removed(&existing);
+                self.expired_deleted.inc();
             }
         }
-        if store.available_space()? < needed {
+        if self.store.available_space()? < needed {
             return Err(ApiError::InsufficientStorage(quota_kind::FREE_SPACE));
         }
-        Ok(store.create(&key)?)
-    })
-    .await
-    .map_err(join_error)?
+        Ok(self.store.create(&key)?)
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Result<u64, ApiError> {
@@ -225,9 +265,20 @@ struct Sink {
 }
 
 impl Sink {
+    fn new(pending: Box<dyn Pending>) -> Sink {
+        Sink {
+            pending,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn absorb(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.hasher.update(buf);
+        self.pending.write(buf)
+    }
+
     fn write(mut self, buf: BytesMut) -> io::Result<(Sink, BytesMut)> {
-        self.hasher.update(&buf);
-        self.pending.write(&buf)?;
+        self.absorb(&buf)?;
         Ok((self, buf))
     }
 
@@ -277,48 +328,79 @@ async fn receive(
     pending: Box<dyn Pending>,
     length: u64,
 ) -> Result<Sink, ApiError> {
-    let sink = Sink {
-        pending,
-        hasher: Sha256::new(),
-    };
     let mut writer = Writer {
-        idle: Some((sink, BytesMut::with_capacity(WRITE_CHUNK))),
+        idle: Some((Sink::new(pending), BytesMut::with_capacity(WRITE_CHUNK))),
         busy: None,
     };
     let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
-    let mut received: u64 = 0;
-    loop {
-        let frame = tokio::time::timeout(app.config.idle_timeout, incoming.frame())
-            .await
-            .map_err(|_| ApiError::Timeout)?;
-        let data = match frame {
-            None => break,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_trailers) => continue,
-            },
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "upload body interrupted");
-                return Err(ApiError::ShortBody);
-            }
-        };
-        received += data.len() as u64;
-        app.metrics.upload_bytes.inc_by(data.len() as u64);
-        if received > length {
-            return Err(ApiError::LongBody);
-        }
+    let mut body = Received::new(length);
+    while let Some(data) = body.next(app, &mut incoming).await? {
         buf.extend_from_slice(&data);
         if buf.len() >= WRITE_CHUNK {
             writer.flush(&mut buf).await?;
         }
     }
-    if received != length {
-        return Err(ApiError::ShortBody);
-    }
     if !buf.is_empty() {
         writer.flush(&mut buf).await?;
     }
     writer.finish().await
+}
+
+/// Takes a whole (small) body as the pieces it arrived in.
+async fn receive_small(
+    app: &App,
+    mut incoming: Incoming,
+    length: u64,
+) -> Result<Vec<Bytes>, ApiError> {
+    let mut pieces = Vec::new();
+    let mut body = Received::new(length);
+    while let Some(data) = body.next(app, &mut incoming).await? {
+        pieces.push(data);
+    }
+    Ok(pieces)
+}
+
+/// Counts a body in as it arrives, holding it to its announced length.
+struct Received {
+    length: u64,
+    so_far: u64,
+}
+
+impl Received {
+    fn new(length: u64) -> Received {
+        Received { length, so_far: 0 }
+    }
+
+    /// The next piece of the body; `None` once exactly `length` bytes came.
+    async fn next(
+        &mut self,
+        app: &App,
+        incoming: &mut Incoming,
+    ) -> Result<Option<Bytes>, ApiError> {
+        loop {
+            let frame = tokio::time::timeout(app.config.idle_timeout, incoming.frame())
+                .await
+                .map_err(|_| ApiError::Timeout)?;
+            let data = match frame {
+                None if self.so_far == self.length => return Ok(None),
+                None => return Err(ApiError::ShortBody),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_trailers) => continue,
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "upload body interrupted");
+                    return Err(ApiError::ShortBody);
+                }
+            };
+            self.so_far += data.len() as u64;
+            app.metrics.upload_bytes.inc_by(data.len() as u64);
+            if self.so_far > self.length {
+                return Err(ApiError::LongBody);
+            }
+            return Ok(Some(data));
+        }
+    }
 }
 
 fn join_error(e: tokio::task::JoinError) -> ApiError {

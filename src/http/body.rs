@@ -1,6 +1,8 @@
-//! Response bodies: small fixed ones, and file contents read in large chunks on the
-//! blocking pool with positional reads, so one open file can serve a whole range
-//! or every part of a `multipart/byteranges` answer.
+//! Response bodies: small fixed ones, and file contents read in large chunks with
+//! positional reads, so one open file can serve a whole range or every part of a
+//! `multipart/byteranges` answer. What the page cache holds is read in place
+//! (`RWF_NOWAIT` cannot wait for the disk); only the rest goes to the blocking
+//! pool, whose hand-off would otherwise cost more than a small file's read.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -49,11 +51,7 @@ const DISCARD_IDLE: Duration = Duration::from_secs(5);
 /// sends nothing more, and polling its body would invite it, so it is left alone.
 pub fn discard(request: Request<Incoming>) -> http::request::Parts {
     let (parts, mut incoming) = request.into_parts();
-    let expects_continue = parts
-        .headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if !expects_continue && !incoming.is_end_stream() {
+    if !expects_continue(&parts.headers) && !incoming.is_end_stream() {
         tokio::spawn(async move {
             let mut left = DISCARD_LIMIT;
             while let Ok(Some(Ok(frame))) =
@@ -68,6 +66,13 @@ pub fn discard(request: Request<Incoming>) -> http::request::Parts {
         });
     }
     parts
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body.
+pub fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// One piece of a response body.
@@ -97,6 +102,7 @@ pub fn segments(file: File, segments: Vec<Segment>, sent: IntCounter) -> Body {
         reading: None,
         remaining,
         sent,
+        nowait: true,
     }
     .boxed_unsync()
 }
@@ -107,6 +113,17 @@ struct FileBody {
     reading: Option<JoinHandle<io::Result<Bytes>>>,
     remaining: u64,
     sent: IntCounter,
+    /// Whether reads may try the page cache in place; off once the file
+    /// system says it cannot.
+    nowait: bool,
+}
+
+impl FileBody {
+    fn send(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
+        self.sent.inc_by(bytes.len() as u64);
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
 }
 
 impl http_body::Body for FileBody {
@@ -122,20 +139,30 @@ impl http_body::Body for FileBody {
                 let result = ready!(Pin::new(handle).poll(cx));
                 self.reading = None;
                 let bytes = result.map_err(io::Error::other)??;
-                self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
-                self.sent.inc_by(bytes.len() as u64);
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                return self.send(bytes);
             }
             match self.segments.pop_front() {
                 None => return Poll::Ready(None),
-                Some(Segment::Bytes(bytes)) => {
-                    self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
-                    self.sent.inc_by(bytes.len() as u64);
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                }
+                Some(Segment::Bytes(bytes)) => return self.send(bytes),
                 Some(Segment::File { len: 0, .. }) => {}
                 Some(Segment::File { offset, len }) => {
                     let n = len.min(READ_CHUNK as u64);
+                    if self.nowait {
+                        match read_cached(&self.file, offset, n as usize) {
+                            Ok(bytes) => {
+                                let got = bytes.len() as u64;
+                                if len > got {
+                                    self.segments.push_front(Segment::File {
+                                        offset: offset + got,
+                                        len: len - got,
+                                    });
+                                }
+                                return self.send(bytes);
+                            }
+                            Err(Cached::Unsupported) => self.nowait = false,
+                            Err(Cached::NotNow) => {}
+                        }
+                    }
                     if len > n {
                         self.segments.push_front(Segment::File {
                             offset: offset + n,
@@ -157,6 +184,36 @@ impl http_body::Body for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+enum Cached {
+    /// Not (all) in the page cache, or any other failure: the blocking read
+    /// will find out which.
+    NotNow,
+    /// The kernel or file system has no `RWF_NOWAIT`.
+    Unsupported,
+}
+
+/// Reads up to `len` bytes at `offset` if the page cache holds them, without
+/// waiting for the disk.
+fn read_cached(file: &File, offset: u64, len: usize) -> Result<Bytes, Cached> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    let mut buf = BytesMut::zeroed(len);
+    let read = preadv2(
+        file,
+        &mut [io::IoSliceMut::new(&mut buf)],
+        offset,
+        ReadWriteFlags::NOWAIT,
+    );
+    match read {
+        Ok(0) => Err(Cached::NotNow),
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf.freeze())
+        }
+        Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => Err(Cached::Unsupported),
+        Err(_) => Err(Cached::NotNow),
     }
 }
 

@@ -16,16 +16,21 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::cache::MetaCache;
 use super::{CommitError, Key, Meta, Pending, Store};
 
 const META_EXT: &str = "meta";
+/// Files whose metadata stays in memory: a few hundred bytes each.
+const CACHED_FILES: usize = 4096;
 
 #[derive(Debug)]
 pub struct FsStore {
     files: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    cache: Arc<MetaCache>,
     /// Held for the store's lifetime: a second service on the same directory would
     /// empty `tmp/` under the first one's feet.
     _lock: Option<File>,
@@ -71,6 +76,7 @@ impl FsStore {
             files,
             tmp,
             fsync,
+            cache: Arc::new(MetaCache::new(CACHED_FILES)),
             _lock: Some(lock),
         })
     }
@@ -89,6 +95,7 @@ impl FsStore {
             files,
             tmp: data_dir.join("tmp"),
             fsync: true,
+            cache: Arc::new(MetaCache::new(CACHED_FILES)),
             _lock: None,
         })
     }
@@ -102,9 +109,18 @@ impl FsStore {
         self.body_path(key).with_extension(META_EXT)
     }
 
-    fn read_meta(&self, key: &Key) -> io::Result<Option<Meta>> {
+    fn read_meta(&self, key: &Key) -> io::Result<Option<Arc<Meta>>> {
+        if let Some(meta) = self.cache.get(key) {
+            return Ok(Some(meta));
+        }
+        let mark = self.cache.mark();
         match fs::read(self.meta_path(key)) {
-            Ok(bytes) => parse_meta(&bytes).map(Some),
+            Ok(bytes) => {
+                let meta = Arc::new(parse_meta(&bytes)?);
+                self.cache
+                    .insert_unless_removed(mark, *key, Arc::clone(&meta));
+                Ok(Some(meta))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -163,17 +179,25 @@ fn remove_if_present(path: &Path) -> io::Result<bool> {
 }
 
 impl Store for FsStore {
-    fn meta(&self, key: &Key) -> io::Result<Option<Meta>> {
+    fn meta(&self, key: &Key) -> io::Result<Option<Arc<Meta>>> {
         self.read_meta(key)
     }
 
-    fn open(&self, key: &Key) -> io::Result<Option<(Meta, File)>> {
+    fn cached(&self, key: &Key) -> Option<Arc<Meta>> {
+        self.cache.get(key)
+    }
+
+    fn open(&self, key: &Key) -> io::Result<Option<(Arc<Meta>, File)>> {
         let Some(meta) = self.read_meta(key)? else {
             return Ok(None);
         };
+        Ok(self.open_body(key)?.map(|file| (meta, file)))
+    }
+
+    fn open_body(&self, key: &Key) -> io::Result<Option<File>> {
         match File::open(self.body_path(key)) {
-            Ok(file) => Ok(Some((meta, file))),
-            // Deleted between the two reads.
+            Ok(file) => Ok(Some(file)),
+            // Deleted since its metadata was read.
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -193,6 +217,7 @@ impl Store for FsStore {
             body: self.body_path(key),
             meta: self.meta_path(key),
             fsync: self.fsync,
+            cache: Arc::clone(&self.cache),
             published: false,
         }))
     }
@@ -200,9 +225,15 @@ impl Store for FsStore {
     fn delete(&self, key: &Key) -> io::Result<bool> {
         // Metadata first: the file is invisible from that instant, and only one
         // caller can succeed in removing it.
-        let removed = remove_if_present(&self.meta_path(key))?;
+        let removed = remove_if_present(&self.meta_path(key));
+        self.cache.remove(key);
+        let removed = removed?;
         remove_if_present(&self.body_path(key))?;
         Ok(removed)
+    }
+
+    fn forget(&self, key: &Key) {
+        self.cache.remove(key);
     }
 
     fn available_space(&self) -> io::Result<u64> {
@@ -241,6 +272,7 @@ struct FsPending {
     body: PathBuf,
     meta: PathBuf,
     fsync: bool,
+    cache: Arc<MetaCache>,
     published: bool,
 }
 
@@ -300,6 +332,7 @@ impl Pending for FsPending {
             return Err(e.into());
         }
         self.published = true;
+        self.cache.insert(meta.key(), Arc::new(meta.clone()));
         if self.fsync
             && let Some(dir) = self.meta.parent()
         {

@@ -5,10 +5,12 @@
 //! The calls block (they are file-system calls); the service runs them on tokio's
 //! blocking pool.
 
+mod cache;
 mod fs;
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -96,14 +98,22 @@ pub trait Pending: Send {
 
 pub trait Store: Send + Sync + 'static {
     /// Metadata of a complete file.
-    fn meta(&self, key: &Key) -> io::Result<Option<Meta>>;
+    fn meta(&self, key: &Key) -> io::Result<Option<Arc<Meta>>>;
+    /// Metadata of a complete file if it is held in memory; never touches the
+    /// disk, and `None` says only that it is not held.
+    fn cached(&self, key: &Key) -> Option<Arc<Meta>>;
     /// A complete file, opened for reading.
-    fn open(&self, key: &Key) -> io::Result<Option<(Meta, std::fs::File)>>;
+    fn open(&self, key: &Key) -> io::Result<Option<(Arc<Meta>, std::fs::File)>>;
+    /// A complete file's body, opened for reading. Blocks, but only briefly for a
+    /// file whose metadata is [`cached`](Store::cached): it was met recently.
+    fn open_body(&self, key: &Key) -> io::Result<Option<std::fs::File>>;
     /// Begins an upload; nothing is visible until [`Pending::commit`].
     fn create(&self, key: &Key) -> io::Result<Box<dyn Pending>>;
     /// Removes body and metadata; true only for the one caller that removed the
     /// metadata, so that a file is never counted out twice.
     fn delete(&self, key: &Key) -> io::Result<bool>;
+    /// Drops what memory holds about `key`: another process changed it on disk.
+    fn forget(&self, key: &Key);
     /// Bytes that unprivileged writers can still store.
     fn available_space(&self) -> io::Result<u64>;
     /// Calls `f` with the metadata of every complete file.
