@@ -194,9 +194,12 @@ async fn not_ready_below_the_free_space_watermark() {
 #[tokio::test]
 async fn not_ready_when_the_data_directory_refuses_writes() {
     let server = Server::start().await;
-    let tmp = server.data_dir().join("tmp");
-    std::fs::remove_dir_all(&tmp).unwrap();
-    std::fs::write(&tmp, b"not a directory").unwrap();
+    // Where uploads are made: root ignores permissions, so these become files.
+    for dir in ["tmp", "files"] {
+        let dir = server.data_dir().join(dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+    }
     let r = common::request(server.admin, Method::GET, "/readyz", &[], vec![]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.text().contains("not writable"), "{}", r.text());

@@ -315,7 +315,7 @@ async fn racing_puts_give_one_201_and_the_winners_body() {
     );
     let (meta, _) = stored(&server);
     assert_eq!(meta["sha256"], sha256_hex(&body(len, winners[0] as u8)));
-    assert!(support::tmp_files(server.data_dir()).is_empty());
+    assert!(support::pending_files(server.data_dir()).is_empty());
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Server, T0};
 use http::{Method, StatusCode};
-use support::{Raw, body, put_head, store_files, tmp_files, v1_target, wait_for};
+use support::{Raw, body, pending_files, put_head, store_files, v1_target, wait_for};
 use upslot::auth::{JwtSlot, Scheme, sign_jwt};
 
 /// Headers that describe the stored file (everything but `date`).
@@ -103,9 +103,9 @@ async fn files_survive_a_restart_and_leftovers_do_not() {
 
     let server = Server::start_with(config, clock, data).await;
     assert!(
-        tmp_files(server.data_dir()).is_empty(),
+        pending_files(server.data_dir()).is_empty(),
         "start-up left {:?}",
-        tmp_files(server.data_dir())
+        pending_files(server.data_dir())
     );
     for (path, want) in paths.iter().zip(&before) {
         let got = snapshot(&server, path).await;
@@ -135,8 +135,8 @@ async fn shutdown_aborts_a_stalled_upload_and_leaves_nothing() {
     assert!(raw.send(&put_head(&target, data.len() as u64, &[])).await);
     assert!(raw.send(&data[..1 << 20]).await);
     let data_dir = server.data_dir().to_owned();
-    wait_for("the upload to reach tmp/", || {
-        !tmp_files(&data_dir).is_empty()
+    wait_for("the upload to reach the disk", || {
+        !pending_files(&data_dir).is_empty()
     })
     .await;
 
@@ -177,8 +177,8 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
     assert!(raw.send(&put_head(&target, data.len() as u64, &[])).await);
     assert!(raw.send(&data[..100_000]).await);
     let data_dir = server.data_dir().to_owned();
-    wait_for("the upload to reach tmp/", || {
-        !tmp_files(&data_dir).is_empty()
+    wait_for("the upload to reach the disk", || {
+        !pending_files(&data_dir).is_empty()
     })
     .await;
 
@@ -201,7 +201,7 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
         .await
         .expect("stop() returns once the upload is done")
         .unwrap();
-    assert!(tmp_files(&config.data_dir).is_empty());
+    assert!(pending_files(&config.data_dir).is_empty());
 
     let server = Server::start_with(config, clock, dir).await;
     assert!(server.get("u1/inflight.bin", &[]).await.body[..] == data[..]);

@@ -17,7 +17,7 @@ use http::{Method, Request, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{Raw, body, put_head, tmp_files, uploads, v1_target, wait_for, wait_until_empty};
+use support::{Raw, body, pending_files, put_head, uploads, v1_target, wait_for, wait_until_empty};
 
 /// Retries a PUT of the slot once the failed attempt is gone. The failed handler
 /// removes its files and then releases its claim on the path, so for an instant
@@ -44,8 +44,8 @@ async fn start_upload(server: &Server, path: &str, data: &[u8]) -> Raw {
     let mut raw = Raw::connect(server.addr).await;
     assert!(raw.send(&put_head(&target, data.len() as u64, &[])).await);
     assert!(raw.send(&data[..data.len() / 2]).await);
-    wait_for("the upload to reach tmp/", || {
-        !tmp_files(server.data_dir()).is_empty()
+    wait_for("the upload to reach the disk", || {
+        !pending_files(server.data_dir()).is_empty()
     })
     .await;
     raw

@@ -3,15 +3,17 @@
 //! ```text
 //! <data_dir>/files/<2 hex>/<64 hex>        body
 //! <data_dir>/files/<2 hex>/<64 hex>.meta   metadata (JSON)
-//! <data_dir>/tmp/                          uploads in progress; emptied at start-up
+//! <data_dir>/tmp/                          uploads in progress, where files cannot
+//!                                          be unnamed; emptied at start-up
 //! <data_dir>/lock                          held while a service uses the directory
 //! ```
 //!
-//! Commit order: body and metadata are written to `tmp/` (and fsynced), the body is
-//! hard-linked into place (the link fails if the path is taken, which makes the
-//! claim atomic), then the metadata is renamed into place: that rename is the
-//! instant the file becomes visible. A body without metadata is an interrupted
-//! commit and is removed when found.
+//! An upload is written to an unnamed file (`O_TMPFILE`) in its shard directory,
+//! so one that dies leaves nothing, and uploads do not queue on one shared
+//! directory. Commit order: body and metadata are written (and fsynced), the body
+//! is linked to its name (which fails if the path is taken: the claim is atomic),
+//! then the metadata is: that link is the instant the file becomes visible. A
+//! body without metadata is an interrupted commit and is removed when found.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -30,6 +32,8 @@ pub struct FsStore {
     files: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    /// Whether uploads start as unnamed files (see [`anonymous_files_work`]).
+    anonymous: bool,
     cache: Arc<MetaCache>,
     /// Held for the store's lifetime: a second service on the same directory would
     /// empty `tmp/` under the first one's feet.
@@ -72,10 +76,12 @@ impl FsStore {
             sync_dir(&files)?;
             sync_dir(data_dir)?;
         }
+        let anonymous = anonymous_files_work(&tmp);
         Ok(FsStore {
             files,
             tmp,
             fsync,
+            anonymous,
             cache: Arc::new(MetaCache::new(CACHED_FILES)),
             _lock: Some(lock),
         })
@@ -95,6 +101,7 @@ impl FsStore {
             files,
             tmp: data_dir.join("tmp"),
             fsync: true,
+            anonymous: false,
             cache: Arc::new(MetaCache::new(CACHED_FILES)),
             _lock: None,
         })
@@ -204,21 +211,31 @@ impl Store for FsStore {
     }
 
     fn create(&self, key: &Key) -> io::Result<Box<dyn Pending>> {
-        let name = format!("{}.{:016x}", key.hex(), rand::random::<u64>());
-        let body_tmp = self.tmp.join(&name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&body_tmp)?;
+        let body = self.body_path(key);
+        let meta = self.meta_path(key);
+        let dir = body.parent().unwrap_or(&self.files).to_owned();
+        let (file, body_tmp) = match anonymous_file(&dir, self.anonymous)? {
+            Some(file) => (file, None),
+            None => {
+                let name = format!("{}.{:016x}", key.hex(), rand::random::<u64>());
+                let path = self.tmp.join(name);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                (file, Some(path))
+            }
+        };
         Ok(Box::new(FsPending {
             file: Some(file),
             body_tmp,
-            meta_tmp: self.tmp.join(format!("{name}.{META_EXT}")),
-            body: self.body_path(key),
-            meta: self.meta_path(key),
+            dir,
+            tmp: self.tmp.clone(),
+            anonymous: self.anonymous,
+            body,
+            meta,
             fsync: self.fsync,
             cache: Arc::clone(&self.cache),
-            published: false,
         }))
     }
 
@@ -265,20 +282,73 @@ impl Store for FsStore {
     }
 }
 
+/// Whether this system can make files without a name (`O_TMPFILE`) and name
+/// them later through `/proc/self/fd`. Such files vanish by themselves if the
+/// upload dies, and cost no create or unlink in a shared directory.
+fn anonymous_files_work(dir: &Path) -> bool {
+    match anonymous_file(dir, true) {
+        Ok(Some(file)) => Path::new(&fd_path(&file)).exists(),
+        _ => false,
+    }
+}
+
+/// An unnamed file in `dir`, or `None` if those are not to be used.
+fn anonymous_file(dir: &Path, anonymous: bool) -> io::Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags, openat};
+    if !anonymous {
+        return Ok(None);
+    }
+    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+    match openat(rustix::fs::CWD, dir, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::ISDIR => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn fd_path(file: &File) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", file.as_raw_fd())
+}
+
+/// Gives the unnamed `file` the name `to`; fails if `to` exists.
+fn name_file(file: &File, to: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    linkat(CWD, fd_path(file), CWD, to, AtFlags::SYMLINK_FOLLOW).map_err(io::Error::from)
+}
+
 struct FsPending {
     file: Option<File>,
-    body_tmp: PathBuf,
-    meta_tmp: PathBuf,
+    /// The body's temporary name, where files cannot be unnamed.
+    body_tmp: Option<PathBuf>,
+    dir: PathBuf,
+    tmp: PathBuf,
+    anonymous: bool,
     body: PathBuf,
     meta: PathBuf,
     fsync: bool,
     cache: Arc<MetaCache>,
-    published: bool,
+}
+
+/// Where a body or metadata file stands before it is given its final name.
+enum Staged {
+    Unnamed(File),
+    Named(PathBuf),
+}
+
+impl Staged {
+    /// Names it `to`, failing if `to` exists (so a taken path is never replaced).
+    fn link(&self, to: &Path) -> io::Result<()> {
+        match self {
+            Staged::Unnamed(file) => name_file(file, to),
+            Staged::Named(path) => fs::hard_link(path, to),
+        }
+    }
 }
 
 impl FsPending {
-    fn link_body(&self) -> Result<(), CommitError> {
-        match fs::hard_link(&self.body_tmp, &self.body) {
+    fn link_body(&self, staged: &Staged) -> Result<(), CommitError> {
+        match staged.link(&self.body) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if self.meta.exists() {
@@ -286,7 +356,7 @@ impl FsPending {
                 }
                 // A body without metadata is what a crash mid-commit leaves: not a file.
                 remove_if_present(&self.body)?;
-                fs::hard_link(&self.body_tmp, &self.body).map_err(|e| {
+                staged.link(&self.body).map_err(|e| {
                     if e.kind() == io::ErrorKind::AlreadyExists {
                         CommitError::Exists
                     } else {
@@ -296,6 +366,32 @@ impl FsPending {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The metadata, written and (if configured) synced, not yet under its name.
+    fn stage_meta(&self, meta: &Meta) -> io::Result<(File, Option<PathBuf>)> {
+        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        let (mut file, path) = match anonymous_file(&self.dir, self.anonymous)? {
+            Some(file) => (file, None),
+            None => {
+                let name = format!(
+                    "{}.{:016x}.{META_EXT}",
+                    meta.key().hex(),
+                    rand::random::<u64>()
+                );
+                let path = self.tmp.join(name);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                (file, Some(path))
+            }
+        };
+        file.write_all(&json)?;
+        if self.fsync {
+            file.sync_data()?;
+        }
+        Ok((file, path))
     }
 }
 
@@ -315,28 +411,33 @@ impl Pending for FsPending {
         if self.fsync {
             file.sync_data()?;
         }
-        drop(file);
-        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        let mut meta_file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&self.meta_tmp)?;
-        meta_file.write_all(&json)?;
-        if self.fsync {
-            meta_file.sync_data()?;
+        let body = match self.body_tmp.clone() {
+            Some(path) => Staged::Named(path),
+            None => Staged::Unnamed(file),
+        };
+        let (meta_file, meta_tmp) = self.stage_meta(meta)?;
+        let staged_meta = match meta_tmp {
+            Some(path) => Staged::Named(path),
+            None => Staged::Unnamed(meta_file),
+        };
+        let published = self.link_body(&body).and_then(|()| {
+            // The instant the file becomes visible.
+            let named = match &staged_meta {
+                Staged::Named(path) => fs::rename(path, &self.meta),
+                unnamed => unnamed.link(&self.meta),
+            };
+            named.map_err(|e| {
+                let _ = fs::remove_file(&self.body);
+                CommitError::Io(e)
+            })
+        });
+        if let Staged::Named(path) = &staged_meta {
+            let _ = fs::remove_file(path);
         }
-        drop(meta_file);
-        self.link_body()?;
-        if let Err(e) = fs::rename(&self.meta_tmp, &self.meta) {
-            let _ = fs::remove_file(&self.body);
-            return Err(e.into());
-        }
-        self.published = true;
+        published?;
         self.cache.insert(meta.key(), Arc::new(meta.clone()));
-        if self.fsync
-            && let Some(dir) = self.meta.parent()
-        {
-            sync_dir(dir)?;
+        if self.fsync {
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -344,11 +445,85 @@ impl Pending for FsPending {
 
 impl Drop for FsPending {
     fn drop(&mut self) {
-        // After a commit the body lives on under its final name; this is only the
-        // temporary one. The metadata's temporary name was renamed away.
-        let _ = fs::remove_file(&self.body_tmp);
-        if !self.published {
-            let _ = fs::remove_file(&self.meta_tmp);
+        // An unnamed body goes with its last descriptor. A named one lives on
+        // under its final name after a commit: this is only the temporary one.
+        if let Some(path) = &self.body_tmp {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::auth::Scheme;
+    use std::io::Read;
+
+    fn meta(path: &str, body: &[u8]) -> Meta {
+        Meta {
+            path: path.into(),
+            name: "f.bin".into(),
+            size: body.len() as u64,
+            content_type: "application/octet-stream".into(),
+            sha256: String::new(),
+            created: 0,
+            expires: u64::MAX,
+            scheme: Scheme::V1,
+            uploader: None,
+        }
+    }
+
+    fn every_file(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(every_file(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    /// Both ways of staging an upload (unnamed files, and named ones in `tmp/`
+    /// where the system has no `O_TMPFILE`) publish, refuse a taken path, and
+    /// leave nothing behind when abandoned.
+    #[test]
+    fn unnamed_and_named_staging_behave_alike() {
+        for anonymous in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = FsStore::open(dir.path(), true).unwrap();
+            assert!(store.anonymous, "this system has O_TMPFILE");
+            store.anonymous = anonymous;
+            let m = meta("a/b.bin", b"hello");
+            let key = m.key();
+
+            let mut pending = store.create(&key).unwrap();
+            pending.write(b"hello").unwrap();
+            pending.commit(&m).unwrap();
+            let (got, mut file) = store.open(&key).unwrap().unwrap();
+            assert_eq!(*got, m);
+            let mut body = String::new();
+            file.read_to_string(&mut body).unwrap();
+            assert_eq!(body, "hello");
+
+            let mut second = store.create(&key).unwrap();
+            second.write(b"other").unwrap();
+            assert!(matches!(second.commit(&m), Err(CommitError::Exists)));
+
+            let abandoned = meta("a/c.bin", b"");
+            let mut third = store.create(&abandoned.key()).unwrap();
+            third.write(b"half").unwrap();
+            drop(third);
+
+            let mut files = every_file(dir.path());
+            files.retain(|p| !p.ends_with("lock"));
+            files.sort();
+            let mut want = vec![store.body_path(&key), store.meta_path(&key)];
+            want.sort();
+            assert_eq!(files, want, "anonymous: {anonymous}");
         }
     }
 }

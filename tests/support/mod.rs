@@ -82,8 +82,23 @@ pub fn store_files(data_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Files in `<data_dir>/tmp/`.
-pub fn tmp_files(data_dir: &Path) -> Vec<PathBuf> {
-    walk(&data_dir.join("tmp"))
+/// The files of uploads in progress: named ones in `tmp/`, and the unnamed
+/// (`O_TMPFILE`) ones that this process, the server's, holds open in `data_dir`.
+pub fn pending_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = walk(&data_dir.join("tmp"));
+    for fd in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(fd.path())
+            && target.starts_with(data_dir)
+            && target.to_string_lossy().ends_with(" (deleted)")
+        {
+            out.push(target);
+        }
+    }
+    out
 }
 
 /// A response read off a raw connection.
