@@ -28,6 +28,8 @@ use crate::routes;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest read from a connection, and so the longest request head.
+const READ_BUFFER: usize = 64 * 1024;
 /// How long a client may take over the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,7 +62,11 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(HEADER_TIMEOUT)
+        // Each connection's read buffer grows up to this; an upload's body pieces
+        // are slices of it, held until written. hyper's default (~400 KiB) times
+        // many uploads costs more memory than the larger reads gain.
+        .max_buf_size(READ_BUFFER);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();

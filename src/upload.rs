@@ -6,7 +6,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -25,8 +25,8 @@ use crate::path::SlotPath;
 use crate::store::{CommitError, Key, Meta, Pending, Store};
 use crate::telemetry;
 
-/// Body bytes are gathered into buffers of this size before each disk write.
-const WRITE_CHUNK: usize = 512 * 1024;
+/// Body pieces are gathered up to this many bytes for each trip to the disk.
+const WRITE_CHUNK: usize = 256 * 1024;
 /// Bodies up to this size are taken whole before the disk is touched: one trip
 /// to the blocking pool instead of three, and a refused one cost no more than
 /// the reading that a refusal does anyway (see [`body::discard`]).
@@ -277,9 +277,13 @@ impl Sink {
         self.pending.write(buf)
     }
 
-    fn write(mut self, buf: BytesMut) -> io::Result<(Sink, BytesMut)> {
-        self.absorb(&buf)?;
-        Ok((self, buf))
+    /// Writes `batch` and hands it back empty, to be filled again.
+    fn write(mut self, mut batch: Vec<Bytes>) -> io::Result<(Sink, Vec<Bytes>)> {
+        for piece in &batch {
+            self.absorb(piece)?;
+        }
+        batch.clear();
+        Ok((self, batch))
     }
 
     fn commit(self, mut meta: Meta) -> Result<Meta, CommitError> {
@@ -289,17 +293,18 @@ impl Sink {
     }
 }
 
-type Written = JoinHandle<io::Result<(Sink, BytesMut)>>;
+type Written = JoinHandle<io::Result<(Sink, Vec<Bytes>)>>;
 
-/// Writes full buffers on the blocking pool, one at a time, so that the next
-/// buffer fills from the network while the previous one goes to disk.
+/// Writes batches on the blocking pool, one at a time, so that the next batch
+/// fills from the network while the previous one goes to disk. A batch holds
+/// the body's pieces as they came (no copy).
 struct Writer {
-    idle: Option<(Sink, BytesMut)>,
+    idle: Option<(Sink, Vec<Bytes>)>,
     busy: Option<Written>,
 }
 
 impl Writer {
-    async fn settle(&mut self) -> Result<(Sink, BytesMut), ApiError> {
+    async fn settle(&mut self) -> Result<(Sink, Vec<Bytes>), ApiError> {
         match (self.busy.take(), self.idle.take()) {
             (Some(handle), _) => Ok(handle.await.map_err(join_error)??),
             (None, Some(idle)) => Ok(idle),
@@ -307,11 +312,10 @@ impl Writer {
         }
     }
 
-    /// Hands `buf`'s contents to the disk and leaves `buf` empty.
-    async fn flush(&mut self, buf: &mut BytesMut) -> Result<(), ApiError> {
+    /// Hands `batch`'s pieces to the disk and leaves `batch` empty.
+    async fn flush(&mut self, batch: &mut Vec<Bytes>) -> Result<(), ApiError> {
         let (sink, mut spare) = self.settle().await?;
-        spare.clear();
-        std::mem::swap(buf, &mut spare);
+        std::mem::swap(batch, &mut spare);
         self.busy = Some(spawn_blocking(move || sink.write(spare)));
         Ok(())
     }
@@ -329,19 +333,22 @@ async fn receive(
     length: u64,
 ) -> Result<Sink, ApiError> {
     let mut writer = Writer {
-        idle: Some((Sink::new(pending), BytesMut::with_capacity(WRITE_CHUNK))),
+        idle: Some((Sink::new(pending), Vec::new())),
         busy: None,
     };
-    let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
+    let mut batch = Vec::new();
+    let mut batched = 0;
     let mut body = Received::new(length);
     while let Some(data) = body.next(app, &mut incoming).await? {
-        buf.extend_from_slice(&data);
-        if buf.len() >= WRITE_CHUNK {
-            writer.flush(&mut buf).await?;
+        batched += data.len();
+        batch.push(data);
+        if batched >= WRITE_CHUNK {
+            writer.flush(&mut batch).await?;
+            batched = 0;
         }
     }
-    if !buf.is_empty() {
-        writer.flush(&mut buf).await?;
+    if !batch.is_empty() {
+        writer.flush(&mut batch).await?;
     }
     writer.finish().await
 }
