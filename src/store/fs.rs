@@ -26,6 +26,10 @@ use super::{CommitError, Key, Meta, Pending, Store};
 const META_EXT: &str = "meta";
 /// Files whose metadata stays in memory: a few hundred bytes each.
 const CACHED_FILES: usize = 4096;
+/// With fsync on, writeback of a body starts after each this many bytes, so
+/// that the disk works while the rest arrives and the fdatasync before the 201
+/// finds little left to do.
+const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct FsStore {
@@ -228,6 +232,8 @@ impl Store for FsStore {
         };
         Ok(Box::new(FsPending {
             file: Some(file),
+            written: 0,
+            flushed: 0,
             body_tmp,
             dir,
             tmp: self.tmp.clone(),
@@ -319,6 +325,9 @@ fn name_file(file: &File, to: &Path) -> io::Result<()> {
 
 struct FsPending {
     file: Option<File>,
+    written: u64,
+    /// Bytes up to here were handed to writeback.
+    flushed: u64,
     /// The body's temporary name, where files cannot be unnamed.
     body_tmp: Option<PathBuf>,
     dir: PathBuf,
@@ -397,10 +406,29 @@ impl FsPending {
 
 impl Pending for FsPending {
     fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self.file.as_mut() {
-            Some(file) => file.write_all(buf),
-            None => Err(io::Error::other("upload already committed")),
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload already committed"))?;
+        file.write_all(buf)?;
+        self.written += buf.len() as u64;
+        if self.fsync
+            && let Some(len) = std::num::NonZeroU64::new(self.written - self.flushed)
+            && len.get() >= WRITEBACK_STEP
+        {
+            // Starts writeback of the range without waiting for it: rustix has no
+            // sync_file_range, and this is the fallback PostgreSQL uses too.
+            // Pages still under writeback stay cached; only a hint, so errors
+            // are left to the fdatasync.
+            let _ = rustix::fs::fadvise(
+                &*file,
+                self.flushed,
+                Some(len),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.flushed = self.written;
         }
+        Ok(())
     }
 
     fn commit(mut self: Box<Self>, meta: &Meta) -> Result<(), CommitError> {
