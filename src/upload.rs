@@ -26,7 +26,7 @@ use crate::store::{CommitError, Key, Meta, Pending, Store};
 use crate::telemetry;
 
 /// Body pieces are gathered up to this many bytes for each trip to the disk.
-const WRITE_CHUNK: usize = 256 * 1024;
+const WRITE_CHUNK: usize = 128 * 1024;
 /// Bodies up to this size are taken whole before the disk is touched: one trip
 /// to the blocking pool instead of three, and a refused one cost no more than
 /// the reading that a refusal does anyway (see [`body::discard`]).

@@ -9,10 +9,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
 
 pub fn empty() -> Body {
     full(Bytes::new())
@@ -199,26 +199,80 @@ enum Cached {
 /// waiting for the disk.
 fn read_cached(file: &File, offset: u64, len: usize) -> Result<Bytes, Cached> {
     use rustix::io::{Errno, ReadWriteFlags, preadv2};
-    let mut buf = BytesMut::zeroed(len);
+    let mut buf = ReadBuf::take(len);
     let read = preadv2(
         file,
-        &mut [io::IoSliceMut::new(&mut buf)],
+        &mut [io::IoSliceMut::new(buf.space())],
         offset,
         ReadWriteFlags::NOWAIT,
     );
     match read {
         Ok(0) => Err(Cached::NotNow),
-        Ok(n) => {
-            buf.truncate(n);
-            Ok(buf.freeze())
-        }
+        Ok(n) => Ok(buf.into_bytes(n)),
         Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => Err(Cached::Unsupported),
         Err(_) => Err(Cached::NotNow),
     }
 }
 
 fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(len);
-    file.read_exact_at(&mut buf, offset)?;
-    Ok(buf.freeze())
+    let mut buf = ReadBuf::take(len);
+    file.read_exact_at(buf.space(), offset)?;
+    Ok(buf.into_bytes(len))
+}
+
+/// Chunk buffers of a few, which go back to a small free list when the bytes
+/// read into them have been sent: a large GET then neither allocates nor
+/// zeroes (nor faults in) fresh memory for every chunk.
+static FREE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// At most this many idle buffers are kept: what stays allocated when idle.
+const FREE_BUFFERS_KEPT: usize = 16;
+
+struct ReadBuf {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuf {
+    /// A buffer with room for `len` bytes.
+    fn take(len: usize) -> ReadBuf {
+        let pooled = (len == READ_CHUNK)
+            .then(|| {
+                FREE_BUFFERS
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop()
+            })
+            .flatten();
+        ReadBuf {
+            buf: pooled.unwrap_or_else(|| vec![0; len]),
+            len,
+        }
+    }
+
+    fn space(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+
+    /// The first `n` bytes, as `Bytes` that give the buffer back when dropped.
+    fn into_bytes(mut self, n: usize) -> Bytes {
+        self.len = n.min(self.len);
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for ReadBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if self.buf.len() == READ_CHUNK {
+            let mut free = FREE_BUFFERS.lock().unwrap_or_else(PoisonError::into_inner);
+            if free.len() < FREE_BUFFERS_KEPT {
+                free.push(std::mem::take(&mut self.buf));
+            }
+        }
+    }
 }
