@@ -59,14 +59,14 @@ pub async fn put(
     let committed = if length <= SMALL_BODY && !body::expects_continue(&parts.headers) {
         // Small and already on its way: take the body, then make one trip to the
         // blocking pool for all the disk work, checks included.
-        let pieces = receive_small(app, incoming, length).await?;
+        let (pieces, hash) = receive_small(app, incoming, length).await?;
         tracing::debug!(file = %key, bytes = length, "body received");
         spawn_blocking(move || -> Result<Meta, ApiError> {
-            let mut sink = Sink::new(disk.prepare(key, meta.created, needed)?);
-            for piece in &pieces {
-                sink.absorb(piece)?;
-            }
-            Ok(sink.commit(meta)?)
+            let sink = Sink {
+                pending: disk.prepare(key, meta.created, needed)?,
+            };
+            let (sink, _) = sink.write(pieces)?;
+            Ok(sink.commit(meta, hash)?)
         })
         .await
         .map_err(join_error)??
@@ -80,9 +80,9 @@ pub async fn put(
                 return Err(e);
             }
         };
-        let sink = receive(app, incoming, pending, length).await?;
+        let (sink, hash) = receive(app, incoming, pending, length).await?;
         tracing::debug!(file = %key, bytes = length, "body received");
-        spawn_blocking(move || sink.commit(meta))
+        spawn_blocking(move || sink.commit(meta, hash))
             .await
             .map_err(join_error)??
     };
@@ -258,36 +258,25 @@ fn ejabberd_user(path: &SlotPath) -> Option<String> {
     (segments.next().is_none() && looks_random).then(|| user.to_owned())
 }
 
-/// A pending file and the running hash of what went into it.
+/// A pending file and the hash of what went into it. The hash is taken where
+/// the body arrives, on the runtime's threads, so that on a long upload hashing
+/// and writing run side by side on two cores instead of one after the other.
 struct Sink {
     pending: Box<dyn Pending>,
-    hasher: Sha256,
 }
 
 impl Sink {
-    fn new(pending: Box<dyn Pending>) -> Sink {
-        Sink {
-            pending,
-            hasher: Sha256::new(),
-        }
-    }
-
-    fn absorb(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.hasher.update(buf);
-        self.pending.write(buf)
-    }
-
     /// Writes `batch` and hands it back empty, to be filled again.
     fn write(mut self, mut batch: Vec<Bytes>) -> io::Result<(Sink, Vec<Bytes>)> {
         for piece in &batch {
-            self.absorb(piece)?;
+            self.pending.write(piece)?;
         }
         batch.clear();
         Ok((self, batch))
     }
 
-    fn commit(self, mut meta: Meta) -> Result<Meta, CommitError> {
-        meta.sha256 = hex::encode(self.hasher.finalize());
+    fn commit(self, mut meta: Meta, hash: Sha256) -> Result<Meta, CommitError> {
+        meta.sha256 = hex::encode(hash.finalize());
         self.pending.commit(&meta)?;
         Ok(meta)
     }
@@ -325,21 +314,23 @@ impl Writer {
     }
 }
 
-/// Streams exactly `length` bytes of body into `pending`.
+/// Streams exactly `length` bytes of body into `pending`, hashing them.
 async fn receive(
     app: &App,
     mut incoming: Incoming,
     pending: Box<dyn Pending>,
     length: u64,
-) -> Result<Sink, ApiError> {
+) -> Result<(Sink, Sha256), ApiError> {
     let mut writer = Writer {
-        idle: Some((Sink::new(pending), Vec::new())),
+        idle: Some((Sink { pending }, Vec::new())),
         busy: None,
     };
+    let mut hash = Sha256::new();
     let mut batch = Vec::new();
     let mut batched = 0;
     let mut body = Received::new(length);
     while let Some(data) = body.next(app, &mut incoming).await? {
+        hash.update(&data);
         batched += data.len();
         batch.push(data);
         if batched >= WRITE_CHUNK {
@@ -350,21 +341,23 @@ async fn receive(
     if !batch.is_empty() {
         writer.flush(&mut batch).await?;
     }
-    writer.finish().await
+    Ok((writer.finish().await?, hash))
 }
 
-/// Takes a whole (small) body as the pieces it arrived in.
+/// Takes a whole (small) body as the pieces it arrived in, and its hash.
 async fn receive_small(
     app: &App,
     mut incoming: Incoming,
     length: u64,
-) -> Result<Vec<Bytes>, ApiError> {
+) -> Result<(Vec<Bytes>, Sha256), ApiError> {
+    let mut hash = Sha256::new();
     let mut pieces = Vec::new();
     let mut body = Received::new(length);
     while let Some(data) = body.next(app, &mut incoming).await? {
+        hash.update(&data);
         pieces.push(data);
     }
-    Ok(pieces)
+    Ok((pieces, hash))
 }
 
 /// Counts a body in as it arrives, holding it to its announced length.
