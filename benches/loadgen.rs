@@ -42,7 +42,10 @@
 //!   runs a subset. (It replaces `UPSLOT_LOADGEN_SIZES`, `_N` and `_C`, which
 //!   are refused.)
 //! - `UPSLOT_LOADGEN_FSYNC`: upslot's fsync settings to run (default `off,on`).
-//! - `UPSLOT_LOADGEN_REPS`: repetitions per row (default 3).
+//! - `UPSLOT_LOADGEN_REPS`: timed repetitions per row (default 3).
+//! - `UPSLOT_LOADGEN_WARMUP`: untimed repetitions before them (default 1): a
+//!   fresh data directory's first batch pays for empty shard directories and,
+//!   on some file systems, for the inodes the previous row freed.
 //! - `UPSLOT_LOADGEN_DIR`: parent of the scratch directory (default `/var/tmp`;
 //!   `/tmp` is slow on the CI VM). Everything under it is removed at the end.
 //! - `UPSLOT_LOADGEN_NGINX_WORKERS`: nginx `worker_processes` (default `auto`).
@@ -162,6 +165,8 @@ struct Settings {
     matrix: Vec<Case>,
     fsync: Vec<bool>,
     reps: usize,
+    /// Untimed repetitions before the timed ones.
+    warmup: usize,
     nginx: PathBuf,
     nginx_workers: String,
     bin: PathBuf,
@@ -186,6 +191,10 @@ impl Settings {
             matrix: parse_matrix("UPSLOT_LOADGEN_MATRIX"),
             fsync,
             reps: env_positive("UPSLOT_LOADGEN_REPS", 3),
+            warmup: std::env::var("UPSLOT_LOADGEN_WARMUP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
             nginx: find_nginx(),
             nginx_workers: env_or("UPSLOT_LOADGEN_NGINX_WORKERS", "auto"),
             bin: std::env::var_os("UPSLOT_LOADGEN_BIN").map_or_else(
@@ -775,7 +784,10 @@ async fn run(settings: Settings) -> bool {
             let mut put = new_row("PUT");
             let mut get = new_row("GET");
             let mut all_targets: [Vec<Target>; 2] = [Vec::new(), Vec::new()];
-            for rep in 0..settings.reps {
+            for rep in 0..settings.warmup + settings.reps {
+                // Untimed first rounds take what a fresh directory costs once
+                // (empty shard directories, inodes freed by the previous row).
+                let timed = rep >= settings.warmup;
                 // The server that goes first alternates between repetitions.
                 let order: [usize; 2] = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
                 let targets = [0, 1].map(|s| {
@@ -802,7 +814,11 @@ async fn run(settings: Settings) -> bool {
                             first_errors.push(e.clone());
                         }
                         let row = if op == Op::Put { &mut put } else { &mut get };
-                        row.sides[s].add(case, &seen);
+                        if timed {
+                            row.sides[s].add(case, &seen);
+                        } else {
+                            row.sides[s].count("warm-up ", &seen);
+                        }
                     }
                 }
                 for s in 0..2 {
@@ -845,11 +861,12 @@ async fn run(settings: Settings) -> bool {
     println!(
         "N files per repetition over C keep-alive connections; MB/s (10^6 bytes/s) and req/s over the \
          batch's wall time, p50/p99 over its successful requests. upslot, nginx: medians over {} \
-         repetitions; upslot/nginx: median of the per-repetition ratios (listed under \"per rep\"). \
+         timed repetitions, after {} untimed warm-up; upslot/nginx: median of the per-repetition ratios (listed under \"per rep\"). \
          GETs follow the PUTs, so both servers serve them from the page cache. `sync` runs before \
          every PUT batch. Errors: failed requests by status over all repetitions (`verify`: a sample \
          of each server's files, up to {VERIFY_SAMPLE} and {}, read back byte for byte afterwards).",
         settings.reps,
+        settings.warmup,
         show_size(VERIFY_BYTES)
     );
     println!();
