@@ -18,6 +18,9 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("bad path: {0}")]
     BadPath(&'static str),
+    /// Path and file name too long for a file's metadata to hold.
+    #[error("path too long")]
+    PathTooLong,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -95,6 +98,7 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::ShortBody
             | ApiError::LongBody => StatusCode::BAD_REQUEST,
+            ApiError::PathTooLong => StatusCode::URI_TOO_LONG,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
@@ -119,6 +123,7 @@ impl ApiError {
             ApiError::ShortBody => outcome::ABORTED,
             ApiError::Timeout => outcome::TIMEOUT,
             ApiError::BadPath(_)
+            | ApiError::PathTooLong
             | ApiError::BadRequest(_)
             | ApiError::LengthRequired
             | ApiError::LongBody

@@ -22,7 +22,7 @@ use crate::http::body::{self, Body};
 use crate::index::{Index, Reservation};
 use crate::metrics::{GaugeGuard, quota_kind};
 use crate::path::SlotPath;
-use crate::store::{CommitError, Key, Meta, Pending, Store};
+use crate::store::{CommitError, Key, META_MAX, Meta, Pending, Store};
 use crate::telemetry;
 
 /// Body pieces are gathered up to this many bytes for each trip to the disk.
@@ -31,6 +31,8 @@ const WRITE_CHUNK: usize = 128 * 1024;
 /// to the blocking pool instead of three, and a refused one cost no more than
 /// the reading that a refusal does anyway (see [`body::discard`]).
 const SMALL_BODY: u64 = 64 * 1024;
+/// Length of the hash in a complete file's metadata.
+const SHA256_HEX: usize = 64;
 
 pub async fn put(
     app: &App,
@@ -144,6 +146,11 @@ fn accept(
     }
     let claim = app.claim(key).ok_or(ApiError::Exists)?;
     let meta = describe(app, path, &grant, content_type, now);
+    // Path and name are most of the metadata, which the store must hold.
+    let encoded = serde_json::to_vec(&meta).map_or(usize::MAX, |json| json.len());
+    if encoded.saturating_add(SHA256_HEX) > META_MAX {
+        return Err(ApiError::PathTooLong);
+    }
     let needed = length
         .saturating_add(app.config.min_free_space)
         .saturating_add(app.index.reserved());

@@ -77,7 +77,7 @@ async fn reaper_deletes_body_metadata_and_index_entry() {
     assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 5 });
     assert_eq!(server.get("slot/new.txt", &[]).await.status, StatusCode::OK);
     let left: Vec<_> = server.files_on_disk();
-    assert_eq!(left.len(), 2, "one body and one metadata file: {left:?}");
+    assert_eq!(left.len(), 1, "one file, its metadata attached: {left:?}");
 
     server.clock.set(T0 + 3600 + WEEK);
     assert!(
@@ -172,7 +172,7 @@ async fn restart_after_downtime_deletes_what_expired_meanwhile() {
     clock.set(T0 + WEEK + 60);
     let server = Server::start_with(config, clock, data).await;
     let left = server.files_on_disk();
-    assert_eq!(left.len(), 2, "only the late file remains: {left:?}");
+    assert_eq!(left.len(), 1, "only the late file remains: {left:?}");
     assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 4 });
     assert_eq!(
         server.get("slot/late.txt", &[]).await.status,

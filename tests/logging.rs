@@ -176,14 +176,13 @@ async fn unreadable_metadata_is_logged_without_its_contents() {
     assert_eq!(r.status, StatusCode::CREATED);
     let dir = running.stop(Format::Text).dir.take().unwrap();
 
-    let meta = common::walk(&dir.path().join("data"))
+    let body = common::walk(&dir.path().join("data/files"))
         .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "meta"))
+        .next()
         .unwrap();
-    let mut fields: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let mut fields = common::stored_meta(&body);
     fields["size"] = fields["name"].clone();
-    std::fs::write(&meta, fields.to_string()).unwrap();
+    common::set_stored_meta(&body, fields.to_string().as_bytes());
 
     let running = start_in(dir, Format::Text, Scenario::Untrusted);
     let r = w

@@ -32,18 +32,14 @@ fn slot(slot: &str, filesize: u64) -> JwtSlot {
     }
 }
 
-/// The one `.meta` file in the data directory, parsed, and the body stored next to it.
+/// The one file in the data directory: its metadata, parsed, and its body.
 fn stored(server: &Server) -> (Value, Vec<u8>) {
     let files = uploads(server);
-    let metas: Vec<_> = files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "meta"))
-        .collect();
-    assert_eq!(metas.len(), 1, "exactly one stored file: {files:?}");
-    assert_eq!(files.len(), 2, "body and metadata only: {files:?}");
-    let meta = serde_json::from_slice(&std::fs::read(metas[0]).unwrap()).unwrap();
-    let body = std::fs::read(metas[0].with_extension("")).unwrap();
-    (meta, body)
+    assert_eq!(files.len(), 1, "exactly one stored file: {files:?}");
+    (
+        common::stored_meta(&files[0]),
+        std::fs::read(&files[0]).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -316,6 +312,24 @@ async fn racing_puts_give_one_201_and_the_winners_body() {
     let (meta, _) = stored(&server);
     assert_eq!(meta["sha256"], sha256_hex(&body(len, winners[0] as u8)));
     assert!(support::pending_files(server.data_dir()).is_empty());
+}
+
+/// Path and name are most of a file's metadata, which the store keeps in an
+/// extended attribute: a path too long for it is refused before the body (414),
+/// one of a realistic length is stored whole.
+#[tokio::test]
+async fn a_path_too_long_for_the_metadata_is_refused() {
+    let server = Server::start().await;
+    let long = format!("slot/{}.txt", "n".repeat(2000));
+    let r = server.put_v1(&long, b"x").await;
+    assert_eq!(r.status, StatusCode::URI_TOO_LONG, "{}", r.text());
+    assert!(uploads(&server).is_empty());
+
+    let fine = format!("slot/{}.txt", "ü".repeat(300));
+    server.upload(&fine, b"x").await;
+    let (meta, body) = stored(&server);
+    assert_eq!(meta["path"], fine.as_str());
+    assert_eq!(body, b"x");
 }
 
 #[tokio::test]

@@ -91,15 +91,19 @@ async fn files_survive_a_restart_and_leftovers_do_not() {
     let leftover = format!("{}.00000000deadbeef", "ab".repeat(32));
     std::fs::write(tmp.join(&leftover), b"half a body").unwrap();
     std::fs::write(tmp.join(format!("{leftover}.meta")), b"{\"path\":").unwrap();
-    // What a crash between publishing the body and its metadata leaves (or one
-    // between removing a file's metadata and its body): a body nobody can see.
+    // A body without metadata, which a crash in the earlier layout's commit
+    // (metadata in a file beside the body) could leave: nobody can see it.
     let orphan = config.data_dir.join("files/cd").join("cd".repeat(32));
     std::fs::write(&orphan, b"a body without metadata").unwrap();
     let stored = store_files(&config.data_dir)
         .into_iter()
         .filter(|p| !p.starts_with(&tmp) && *p != orphan)
         .collect::<Vec<_>>();
-    assert_eq!(stored.len(), 2 * paths.len(), "{stored:?}");
+    assert_eq!(stored.len(), paths.len(), "one file per upload: {stored:?}");
+    // A file stored in that earlier layout: its metadata in `<body>.meta`.
+    let old_layout = stored[0].with_extension("meta");
+    std::fs::write(&old_layout, common::stored_meta(&stored[0]).to_string()).unwrap();
+    rustix::fs::removexattr(&stored[0], "user.upslot").unwrap();
 
     let server = Server::start_with(config, clock, data).await;
     assert!(
@@ -114,6 +118,7 @@ async fn files_survive_a_restart_and_leftovers_do_not() {
         assert!(got.2 == want.2, "{path}: body differs after restart");
     }
     assert!(!orphan.exists(), "start-up kept a body without metadata");
+    assert!(!old_layout.exists(), "start-up left the old metadata file");
     assert_eq!(store_files(server.data_dir()), stored);
     // Still taken after the restart.
     let r = server.put_v1("u1/notes.txt", b"plain text notes").await;

@@ -1,19 +1,22 @@
-//! The file-system store.
+//! The file-system store: one file per upload, its metadata (JSON) in an
+//! extended attribute of the body, as OpenStack Swift's object servers keep
+//! theirs.
 //!
 //! ```text
-//! <data_dir>/files/<2 hex>/<64 hex>        body
-//! <data_dir>/files/<2 hex>/<64 hex>.meta   metadata (JSON)
-//! <data_dir>/tmp/                          uploads in progress, where files cannot
-//!                                          be unnamed; emptied at start-up
-//! <data_dir>/lock                          held while a service uses the directory
+//! <data_dir>/files/<2 hex>/<64 hex>   body; metadata in xattr `user.upslot`
+//! <data_dir>/tmp/                     uploads in progress, where files cannot be
+//!                                     unnamed; emptied at start-up
+//! <data_dir>/lock                     held while a service uses the directory
 //! ```
 //!
 //! An upload is written to an unnamed file (`O_TMPFILE`) in its shard directory,
-//! so one that dies leaves nothing, and uploads do not queue on one shared
-//! directory. Commit order: body and metadata are written (and fsynced), the body
-//! is linked to its name (which fails if the path is taken: the claim is atomic),
-//! then the metadata is: that link is the instant the file becomes visible. A
-//! body without metadata is an interrupted commit and is removed when found.
+//! so one that dies leaves nothing and uploads do not queue on one shared
+//! directory. Commit: the metadata is attached, the file is fsynced, then
+//! linked to its name, which fails if the path is taken (the claim is atomic)
+//! and is the one instant the file, body and metadata together, becomes
+//! visible; then the directory is fsynced. Deleting is one unlink. One inode,
+//! one link and two fsyncs per upload, where a metadata file beside the body
+//! cost two, two and three.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -21,9 +24,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::cache::MetaCache;
-use super::{CommitError, Key, Meta, Pending, Store};
+use rustix::fs::XattrFlags;
 
-const META_EXT: &str = "meta";
+use super::{CommitError, Key, META_MAX, Meta, Pending, Store};
+
+/// The extended attribute that holds a file's metadata.
+const META_XATTR: &str = "user.upslot";
+/// Metadata files of the layout before metadata moved into the body's
+/// extended attribute: folded in at start-up.
+const OLD_META_EXT: &str = "meta";
 /// Files whose metadata stays in memory: a few hundred bytes each.
 const CACHED_FILES: usize = 4096;
 /// With fsync on, writeback of a body starts after each this many bytes, so
@@ -71,7 +80,7 @@ impl FsStore {
         for shard in 0..=255u8 {
             let dir = files.join(format!("{shard:02x}"));
             if dir.is_dir() {
-                remove_orphan_bodies(&dir)?;
+                fold_in_old_metadata(&dir)?;
             } else {
                 fs::create_dir(&dir)?;
             }
@@ -116,26 +125,39 @@ impl FsStore {
         self.files.join(&hex[..2]).join(hex)
     }
 
-    fn meta_path(&self, key: &Key) -> PathBuf {
-        self.body_path(key).with_extension(META_EXT)
-    }
-
     fn read_meta(&self, key: &Key) -> io::Result<Option<Arc<Meta>>> {
         if let Some(meta) = self.cache.get(key) {
             return Ok(Some(meta));
         }
         let mark = self.cache.mark();
-        match fs::read(self.meta_path(key)) {
-            Ok(bytes) => {
-                let meta = Arc::new(parse_meta(&bytes)?);
+        let mut buf = [0; META_MAX];
+        match rustix::fs::getxattr(self.body_path(key), META_XATTR, &mut buf[..]) {
+            Ok(n) => {
+                let meta = Arc::new(parse_meta(&buf[..n])?);
                 self.cache
                     .insert_unless_removed(mark, *key, Arc::clone(&meta));
                 Ok(Some(meta))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(missing_metadata(e)),
         }
     }
+}
+
+/// A body without metadata (`ENODATA`) is not a file: never made by a commit,
+/// since the link that publishes a file comes after its metadata.
+fn missing_metadata(e: rustix::io::Errno) -> io::Error {
+    if e == rustix::io::Errno::NODATA {
+        io::Error::new(io::ErrorKind::InvalidData, "a body without metadata")
+    } else {
+        e.into()
+    }
+}
+
+fn read_meta_of(file: &File) -> io::Result<Meta> {
+    let mut buf = [0; META_MAX];
+    let n = rustix::fs::fgetxattr(file, META_XATTR, &mut buf[..]).map_err(missing_metadata)?;
+    parse_meta(&buf[..n])
 }
 
 /// serde's messages quote the offending value, which may be a file name: errors
@@ -158,13 +180,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes the bodies in `shard` that have no metadata: what a crash between
-/// linking a body and renaming its metadata into place (or between removing a
-/// file's metadata and its body) leaves. Invisible to clients, but they would
-/// hold disk space that nothing counts. Only for `open`, under the lock: no
-/// commit can be in flight then.
-fn remove_orphan_bodies(shard: &Path) -> io::Result<()> {
-    // One listing, no stat per file: this runs over every file at start-up.
+/// Moves the metadata files of the layout before this one (`<64 hex>.meta`
+/// beside the body) into their bodies' extended attribute. Only for `open`,
+/// under the lock: no commit can be in flight then.
+fn fold_in_old_metadata(shard: &Path) -> io::Result<()> {
     let mut names = std::collections::HashSet::new();
     for entry in fs::read_dir(shard)? {
         if let Ok(name) = entry?.file_name().into_string() {
@@ -172,11 +191,17 @@ fn remove_orphan_bodies(shard: &Path) -> io::Result<()> {
         }
     }
     for name in &names {
-        let is_body = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_body && !names.contains(&format!("{name}.{META_EXT}")) {
-            tracing::info!("removing a body without metadata left by an interrupted commit");
-            remove_if_present(&shard.join(name))?;
+        let Some(body) = name.strip_suffix(&format!(".{OLD_META_EXT}")) else {
+            continue;
+        };
+        let old = shard.join(name);
+        if names.contains(body) {
+            let json = fs::read(&old)?;
+            parse_meta(&json)?;
+            rustix::fs::setxattr(shard.join(body), META_XATTR, &json, XattrFlags::empty())?;
+            File::open(shard.join(body))?.sync_all()?;
         }
+        fs::remove_file(&old)?;
     }
     Ok(())
 }
@@ -199,10 +224,17 @@ impl Store for FsStore {
     }
 
     fn open(&self, key: &Key) -> io::Result<Option<(Arc<Meta>, File)>> {
-        let Some(meta) = self.read_meta(key)? else {
+        let Some(file) = self.open_body(key)? else {
             return Ok(None);
         };
-        Ok(self.open_body(key)?.map(|file| (meta, file)))
+        if let Some(meta) = self.cache.get(key) {
+            return Ok(Some((meta, file)));
+        }
+        let mark = self.cache.mark();
+        let meta = Arc::new(read_meta_of(&file)?);
+        self.cache
+            .insert_unless_removed(mark, *key, Arc::clone(&meta));
+        Ok(Some((meta, file)))
     }
 
     fn open_body(&self, key: &Key) -> io::Result<Option<File>> {
@@ -216,7 +248,6 @@ impl Store for FsStore {
 
     fn create(&self, key: &Key) -> io::Result<Box<dyn Pending>> {
         let body = self.body_path(key);
-        let meta = self.meta_path(key);
         let dir = body.parent().unwrap_or(&self.files).to_owned();
         let (file, body_tmp) = match anonymous_file(&dir, self.anonymous)? {
             Some(file) => (file, None),
@@ -236,23 +267,17 @@ impl Store for FsStore {
             flushed: 0,
             body_tmp,
             dir,
-            tmp: self.tmp.clone(),
-            anonymous: self.anonymous,
             body,
-            meta,
             fsync: self.fsync,
             cache: Arc::clone(&self.cache),
         }))
     }
 
     fn delete(&self, key: &Key) -> io::Result<bool> {
-        // Metadata first: the file is invisible from that instant, and only one
-        // caller can succeed in removing it.
-        let removed = remove_if_present(&self.meta_path(key));
+        // One unlink: only one caller can succeed.
+        let removed = remove_if_present(&self.body_path(key));
         self.cache.remove(key);
-        let removed = removed?;
-        remove_if_present(&self.body_path(key))?;
-        Ok(removed)
+        removed
     }
 
     fn forget(&self, key: &Key) {
@@ -265,6 +290,7 @@ impl Store for FsStore {
     }
 
     fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()> {
+        let mut buf = [0; META_MAX];
         for shard in fs::read_dir(&self.files)? {
             let shard = shard?;
             if !shard.file_type()?.is_dir() {
@@ -272,15 +298,22 @@ impl Store for FsStore {
             }
             for entry in fs::read_dir(shard.path())? {
                 let path = entry?.path();
-                if path.extension().is_some_and(|e| e == META_EXT) {
-                    match fs::read(&path) {
-                        Ok(bytes) => match parse_meta(&bytes) {
-                            Ok(meta) => f(meta),
-                            Err(e) => tracing::warn!(error = %e, "unreadable metadata skipped"),
-                        },
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
+                match rustix::fs::getxattr(&path, META_XATTR, &mut buf[..]) {
+                    Ok(n) => match parse_meta(&buf[..n]) {
+                        Ok(meta) => f(meta),
+                        Err(e) => tracing::warn!(error = %e, "unreadable metadata skipped"),
+                    },
+                    // A body without metadata: no commit makes one, but a crash
+                    // in the earlier layout's did. The owner (at start-up)
+                    // removes it; nobody counts it.
+                    Err(rustix::io::Errno::NODATA) if self._lock.is_some() => {
+                        tracing::info!(
+                            "removing a body without metadata left by an interrupted commit"
+                        );
+                        remove_if_present(&path)?;
                     }
+                    Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -331,76 +364,18 @@ struct FsPending {
     /// The body's temporary name, where files cannot be unnamed.
     body_tmp: Option<PathBuf>,
     dir: PathBuf,
-    tmp: PathBuf,
-    anonymous: bool,
     body: PathBuf,
-    meta: PathBuf,
     fsync: bool,
     cache: Arc<MetaCache>,
 }
 
-/// Where a body or metadata file stands before it is given its final name.
-enum Staged {
-    Unnamed(File),
-    Named(PathBuf),
-}
-
-impl Staged {
-    /// Names it `to`, failing if `to` exists (so a taken path is never replaced).
-    fn link(&self, to: &Path) -> io::Result<()> {
-        match self {
-            Staged::Unnamed(file) => name_file(file, to),
-            Staged::Named(path) => fs::hard_link(path, to),
-        }
-    }
-}
-
 impl FsPending {
-    fn link_body(&self, staged: &Staged) -> Result<(), CommitError> {
-        match staged.link(&self.body) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if self.meta.exists() {
-                    return Err(CommitError::Exists);
-                }
-                // A body without metadata is what a crash mid-commit leaves: not a file.
-                remove_if_present(&self.body)?;
-                staged.link(&self.body).map_err(|e| {
-                    if e.kind() == io::ErrorKind::AlreadyExists {
-                        CommitError::Exists
-                    } else {
-                        CommitError::Io(e)
-                    }
-                })
-            }
-            Err(e) => Err(e.into()),
+    /// Gives the body its final name; fails if that is taken (never replaces).
+    fn link(&self, file: &File) -> io::Result<()> {
+        match &self.body_tmp {
+            Some(path) => fs::hard_link(path, &self.body),
+            None => name_file(file, &self.body),
         }
-    }
-
-    /// The metadata, written and (if configured) synced, not yet under its name.
-    fn stage_meta(&self, meta: &Meta) -> io::Result<(File, Option<PathBuf>)> {
-        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        let (mut file, path) = match anonymous_file(&self.dir, self.anonymous)? {
-            Some(file) => (file, None),
-            None => {
-                let name = format!(
-                    "{}.{:016x}.{META_EXT}",
-                    meta.key().hex(),
-                    rand::random::<u64>()
-                );
-                let path = self.tmp.join(name);
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)?;
-                (file, Some(path))
-            }
-        };
-        file.write_all(&json)?;
-        if self.fsync {
-            file.sync_data()?;
-        }
-        Ok((file, path))
     }
 }
 
@@ -436,33 +411,22 @@ impl Pending for FsPending {
             .file
             .take()
             .ok_or_else(|| io::Error::other("upload already committed"))?;
+        let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        if json.len() > META_MAX {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "metadata too large").into());
+        }
+        rustix::fs::fsetxattr(&file, META_XATTR, &json, XattrFlags::CREATE)
+            .map_err(io::Error::from)?;
         if self.fsync {
-            file.sync_data()?;
+            // The body, and with its inode the metadata.
+            file.sync_all()?;
         }
-        let body = match self.body_tmp.clone() {
-            Some(path) => Staged::Named(path),
-            None => Staged::Unnamed(file),
-        };
-        let (meta_file, meta_tmp) = self.stage_meta(meta)?;
-        let staged_meta = match meta_tmp {
-            Some(path) => Staged::Named(path),
-            None => Staged::Unnamed(meta_file),
-        };
-        let published = self.link_body(&body).and_then(|()| {
-            // The instant the file becomes visible.
-            let named = match &staged_meta {
-                Staged::Named(path) => fs::rename(path, &self.meta),
-                unnamed => unnamed.link(&self.meta),
-            };
-            named.map_err(|e| {
-                let _ = fs::remove_file(&self.body);
-                CommitError::Io(e)
-            })
-        });
-        if let Staged::Named(path) = &staged_meta {
-            let _ = fs::remove_file(path);
+        // The instant the file becomes visible, body and metadata at once.
+        match self.link(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(CommitError::Exists),
+            Err(e) => return Err(e.into()),
         }
-        published?;
         self.cache.insert(meta.key(), Arc::new(meta.clone()));
         if self.fsync {
             sync_dir(&self.dir)?;
@@ -549,8 +513,7 @@ mod tests {
             let mut files = every_file(dir.path());
             files.retain(|p| !p.ends_with("lock"));
             files.sort();
-            let mut want = vec![store.body_path(&key), store.meta_path(&key)];
-            want.sort();
+            let want = vec![store.body_path(&key)];
             assert_eq!(files, want, "anonymous: {anonymous}");
         }
     }

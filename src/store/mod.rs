@@ -51,6 +51,10 @@ impl fmt::Display for Key {
     }
 }
 
+/// The most bytes a file's metadata may take, encoded (JSON): what every store
+/// must be able to hold (an ext4 extended attribute holds a little more).
+pub const META_MAX: usize = 4000;
+
 /// Everything stored about a file besides its bytes (DESIGN §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {

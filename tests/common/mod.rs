@@ -203,6 +203,18 @@ impl Drop for Server {
     }
 }
 
+/// The metadata stored with the file at `body` (its `user.upslot` extended
+/// attribute), as JSON.
+pub fn stored_meta(body: &Path) -> serde_json::Value {
+    let mut buf = vec![0; 4096];
+    let n = rustix::fs::getxattr(body, "user.upslot", &mut buf[..]).expect("metadata attached");
+    serde_json::from_slice(&buf[..n]).expect("metadata is JSON")
+}
+
+pub fn set_stored_meta(body: &Path, meta: &[u8]) {
+    rustix::fs::setxattr(body, "user.upslot", meta, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
