@@ -233,11 +233,13 @@ fn remove_files(dir: &Path, threads: usize) {
     });
 }
 
-/// Whether file `i`'s body and metadata are on disk, as (body, meta).
+/// Whether file `i`'s body and its metadata (attached as `user.upslot`) are on
+/// disk, as (body, meta).
 fn on_disk(dir: &Path, i: u64) -> (bool, bool) {
     let hex = Key::for_path(&file_path(i)).hex();
     let body = dir.join("files").join(&hex[..2]).join(&hex);
-    (body.exists(), body.with_extension("meta").exists())
+    let meta = rustix::fs::getxattr(&body, "user.upslot", &mut [0u8; 4096][..]).is_ok();
+    (body.exists(), meta)
 }
 
 // ---------------------------------------------------------------------------
@@ -507,7 +509,7 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
     eprintln!("  populated in {:.1} s; syncing", populate.as_secs_f64());
     let synced = tokio::task::block_in_place(|| sync_to_disk(big));
     eprintln!("  synced in {:.1} s; opening", synced.as_secs_f64());
-    // The part of start-up that is the store's own scan (orphan bodies), timed
+    // The part of start-up that is the store's own scan (metadata files of the earlier layout), timed
     // alone; Service::open below does it again, then reads every metadata file.
     let store_open = tokio::task::block_in_place(|| {
         let t = Instant::now();
@@ -755,7 +757,7 @@ impl Report {
         );
         println!(
             "  {:<48} {}",
-            "  of which FsStore::open's orphan-body scan",
+            "  of which FsStore::open's scan of the shards",
             show(self.store_open)
         );
         if let Some(o) = self.open_small {
