@@ -184,16 +184,21 @@ async fn concurrent_uploads_cannot_overshoot_a_quota() {
     );
 }
 
-/// A small tmpfs the test mounts itself (CI runs as root).
+/// A small file system the test mounts itself (CI runs as root).
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
+        Tmpfs::mount_as("tmpfs", &format!("size={size}"))
+    }
+
+    /// ramfs: like tmpfs, but without extended attributes.
+    fn mount_as(kind: &str, options: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", kind, "-o", options, kind])
             .arg(dir.path())
             .status()
             .is_ok_and(|s| s.success());
@@ -256,4 +261,23 @@ async fn enospc_mid_upload_gives_507_and_leaves_nothing() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     drop(server);
     drop(fs);
+}
+
+/// Metadata lives in an extended attribute: on a file system without them every
+/// commit would fail, so start-up refuses, and says why.
+#[tokio::test]
+async fn a_file_system_without_extended_attributes_is_refused_at_start() {
+    let Some(fs) = Tmpfs::mount_as("ramfs", "mode=0700") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a ramfs (it runs as root)"
+        );
+        eprintln!("SKIPPED: cannot mount a ramfs here (not root?)");
+        return;
+    };
+    let (mut config, _dir) = common::test_config();
+    config.data_dir = fs.path().join("data");
+    let refused = upslot::Service::open(config, upslot::clock::ManualClock::at(T0)).err();
+    let message = refused.expect("start-up refused").to_string();
+    assert!(message.contains("extended attributes"), "{message}");
 }

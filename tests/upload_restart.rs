@@ -100,6 +100,9 @@ async fn files_survive_a_restart_and_leftovers_do_not() {
         .filter(|p| !p.starts_with(&tmp) && *p != orphan)
         .collect::<Vec<_>>();
     assert_eq!(stored.len(), paths.len(), "one file per upload: {stored:?}");
+    // Not ours (no 64-hex name): start-up leaves it alone.
+    let foreign = config.data_dir.join("files/ab/README");
+    std::fs::write(&foreign, b"an operator's note").unwrap();
     // A file stored in that earlier layout: its metadata in `<body>.meta`.
     let old_layout = stored[0].with_extension("meta");
     std::fs::write(&old_layout, common::stored_meta(&stored[0]).to_string()).unwrap();
@@ -119,6 +122,11 @@ async fn files_survive_a_restart_and_leftovers_do_not() {
     }
     assert!(!orphan.exists(), "start-up kept a body without metadata");
     assert!(!old_layout.exists(), "start-up left the old metadata file");
+    assert!(
+        foreign.exists(),
+        "start-up removed a file that is not an upload"
+    );
+    std::fs::remove_file(&foreign).unwrap();
     assert_eq!(store_files(server.data_dir()), stored);
     // Still taken after the restart.
     let r = server.put_v1("u1/notes.txt", b"plain text notes").await;

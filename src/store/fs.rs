@@ -89,6 +89,7 @@ impl FsStore {
             sync_dir(&files)?;
             sync_dir(data_dir)?;
         }
+        check_xattrs(&tmp)?;
         let anonymous = anonymous_files_work(&tmp);
         Ok(FsStore {
             files,
@@ -197,13 +198,42 @@ fn fold_in_old_metadata(shard: &Path) -> io::Result<()> {
         let old = shard.join(name);
         if names.contains(body) {
             let json = fs::read(&old)?;
-            parse_meta(&json)?;
-            rustix::fs::setxattr(shard.join(body), META_XATTR, &json, XattrFlags::empty())?;
-            File::open(shard.join(body))?.sync_all()?;
+            if let Err(e) = parse_meta(&json) {
+                // Unservable in that layout too; its body goes as one without metadata.
+                tracing::warn!(error = %e, "unreadable metadata of the earlier layout dropped");
+            } else {
+                rustix::fs::setxattr(shard.join(body), META_XATTR, &json, XattrFlags::empty())?;
+                File::open(shard.join(body))?.sync_all()?;
+            }
         }
         fs::remove_file(&old)?;
     }
     Ok(())
+}
+
+/// Refuses a file system without user extended attributes, where every commit
+/// would fail, at start-up and by name.
+fn check_xattrs(tmp: &Path) -> io::Result<()> {
+    let probe = tmp.join("xattr-probe");
+    let made = File::create(&probe).and_then(|file| {
+        rustix::fs::fsetxattr(&file, META_XATTR, b"{}", XattrFlags::empty())
+            .map_err(io::Error::from)
+    });
+    let _ = fs::remove_file(&probe);
+    made.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "the data directory's file system cannot hold file metadata in extended \
+                 attributes ({e}): use ext4, XFS, Btrfs, ZFS or tmpfs (Linux 6.6 or later)"
+            ),
+        )
+    })
+}
+
+/// Whether `name` is a stored file's: 64 hex digits.
+fn is_body_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn remove_if_present(path: &Path) -> io::Result<bool> {
@@ -297,7 +327,11 @@ impl Store for FsStore {
                 continue;
             }
             for entry in fs::read_dir(shard.path())? {
-                let path = entry?.path();
+                let entry = entry?;
+                if !entry.file_name().to_str().is_some_and(is_body_name) {
+                    continue;
+                }
+                let path = entry.path();
                 match rustix::fs::getxattr(&path, META_XATTR, &mut buf[..]) {
                     Ok(n) => match parse_meta(&buf[..n]) {
                         Ok(meta) => f(meta),
