@@ -27,6 +27,11 @@ use crate::telemetry;
 
 /// Body pieces are gathered up to this many bytes for each trip to the disk.
 const WRITE_CHUNK: usize = 128 * 1024;
+/// Past this many bytes an upload is a long one, and its batches grow to
+/// `LONG_WRITE_CHUNK`: fewer trips to the blocking pool, for the few large
+/// uploads that run at once.
+const LONG_UPLOAD: u64 = 4 * 1024 * 1024;
+const LONG_WRITE_CHUNK: usize = 512 * 1024;
 /// Bodies up to this size are taken whole before the disk is touched: one trip
 /// to the blocking pool instead of three, and a refused one cost no more than
 /// the reading that a refusal does anyway (see [`body::discard`]).
@@ -340,7 +345,12 @@ async fn receive(
         hash.update(&data);
         batched += data.len();
         batch.push(data);
-        if batched >= WRITE_CHUNK {
+        let limit = if body.so_far > LONG_UPLOAD {
+            LONG_WRITE_CHUNK
+        } else {
+            WRITE_CHUNK
+        };
+        if batched >= limit {
             writer.flush(&mut batch).await?;
             batched = 0;
         }

@@ -27,6 +27,10 @@ use hyper::body::Incoming;
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 const READ_CHUNK: usize = 128 * 1024;
+/// What is left of a long file is read in larger chunks: fewer reads and
+/// writes per byte for the few large downloads that run at once.
+const LONG_SEGMENT: u64 = 4 * 1024 * 1024;
+const LONG_READ_CHUNK: usize = 512 * 1024;
 
 pub fn empty() -> Body {
     full(Bytes::new())
@@ -146,7 +150,12 @@ impl http_body::Body for FileBody {
                 Some(Segment::Bytes(bytes)) => return self.send(bytes),
                 Some(Segment::File { len: 0, .. }) => {}
                 Some(Segment::File { offset, len }) => {
-                    let n = len.min(READ_CHUNK as u64);
+                    let chunk = if len >= LONG_SEGMENT {
+                        LONG_READ_CHUNK
+                    } else {
+                        READ_CHUNK
+                    };
+                    let n = len.min(chunk as u64);
                     if self.nowait {
                         match read_cached(&self.file, offset, n as usize) {
                             Ok(bytes) => {
@@ -220,12 +229,21 @@ fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     Ok(buf.into_bytes(len))
 }
 
-/// Chunk buffers of a few, which go back to a small free list when the bytes
-/// read into them have been sent: a large GET then neither allocates nor
+/// Chunk buffers of the two chunk sizes go back to a small free list when the
+/// bytes read into them have been sent: a large GET then neither allocates nor
 /// zeroes (nor faults in) fresh memory for every chunk.
 static FREE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// At most this many idle buffers are kept: what stays allocated when idle.
-const FREE_BUFFERS_KEPT: usize = 16;
+static FREE_LONG_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// The free list for buffers of `len` bytes, and how many idle ones it keeps
+/// (what stays allocated when idle); none for other sizes.
+fn free_list(len: usize) -> Option<(&'static Mutex<Vec<Vec<u8>>>, usize)> {
+    match len {
+        READ_CHUNK => Some((&FREE_BUFFERS, 16)),
+        LONG_READ_CHUNK => Some((&FREE_LONG_BUFFERS, 4)),
+        _ => None,
+    }
+}
 
 struct ReadBuf {
     buf: Vec<u8>,
@@ -235,14 +253,8 @@ struct ReadBuf {
 impl ReadBuf {
     /// A buffer with room for `len` bytes.
     fn take(len: usize) -> ReadBuf {
-        let pooled = (len == READ_CHUNK)
-            .then(|| {
-                FREE_BUFFERS
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop()
-            })
-            .flatten();
+        let pooled = free_list(len)
+            .and_then(|(free, _)| free.lock().unwrap_or_else(PoisonError::into_inner).pop());
         ReadBuf {
             buf: pooled.unwrap_or_else(|| vec![0; len]),
             len,
@@ -268,9 +280,9 @@ impl AsRef<[u8]> for ReadBuf {
 
 impl Drop for ReadBuf {
     fn drop(&mut self) {
-        if self.buf.len() == READ_CHUNK {
-            let mut free = FREE_BUFFERS.lock().unwrap_or_else(PoisonError::into_inner);
-            if free.len() < FREE_BUFFERS_KEPT {
+        if let Some((free, kept)) = free_list(self.buf.len()) {
+            let mut free = free.lock().unwrap_or_else(PoisonError::into_inner);
+            if free.len() < kept {
                 free.push(std::mem::take(&mut self.buf));
             }
         }
