@@ -91,8 +91,12 @@ impl Service {
         );
         let verifier =
             Verifier::new(secret.as_bytes(), &config.schemes).map_err(|_| StartError::BadSecret)?;
+        let now = clock.unix();
         let app = App::new(config, Arc::new(store), index, verifier, clock);
         app.metrics.expired_deleted.inc_by(swept);
+        // The sweep was a full pass: readiness need not wait for the reaper task's first.
+        app.reaper_heartbeat
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         Ok(Service {
             app: Arc::new(app),
             secret,
