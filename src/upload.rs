@@ -1,6 +1,8 @@
-//! PUT: check everything that can be checked from the headers (so an
-//! `Expect: 100-continue` client never sends a body we would refuse), then stream
-//! the body to a pending file while hashing it, then commit.
+//! PUT: check everything that can be checked from the headers in memory, then the
+//! disk (so an `Expect: 100-continue` client never sends a body we would refuse),
+//! then stream the body to a pending file while hashing it, then commit. A small
+//! body that is on its way anyway is taken first, and the disk checks, the write
+//! and the commit share one trip to the blocking pool.
 
 use std::io;
 use std::net::IpAddr;
