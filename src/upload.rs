@@ -61,24 +61,24 @@ pub async fn put(
         meta,
         needed,
         reservation,
-        _claim,
+        claim,
     } = accepted;
     let key = meta.key();
     let disk = Disk::of(app);
-    let committed = if length <= SMALL_BODY && !body::expects_continue(&parts.headers) {
+    if length <= SMALL_BODY && !body::expects_continue(&parts.headers) {
         // Small and already on its way: take the body, then make one trip to the
         // blocking pool for all the disk work, checks included.
         let (pieces, hash) = receive_small(app, incoming, length).await?;
         tracing::debug!(file = %key, bytes = length, "body received");
-        spawn_blocking(move || -> Result<Meta, ApiError> {
+        spawn_blocking(move || -> Result<(), ApiError> {
             let sink = Sink {
                 pending: disk.prepare(key, meta.created, needed)?,
             };
             let (sink, _) = sink.write(pieces)?;
-            Ok(sink.commit(meta, hash)?)
+            Ok(sink.commit(meta, hash, reservation, claim)?)
         })
         .await
-        .map_err(join_error)??
+        .map_err(join_error)??;
     } else {
         let created = meta.created;
         let prepared = spawn_blocking(move || disk.prepare(key, created, needed)).await;
@@ -91,11 +91,10 @@ pub async fn put(
         };
         let (sink, hash) = receive(app, incoming, pending, length).await?;
         tracing::debug!(file = %key, bytes = length, "body received");
-        spawn_blocking(move || sink.commit(meta, hash))
+        spawn_blocking(move || sink.commit(meta, hash, reservation, claim))
             .await
-            .map_err(join_error)??
-    };
-    reservation.commit(&committed);
+            .map_err(join_error)??;
+    }
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
@@ -109,7 +108,7 @@ struct Accepted {
     needed: u64,
     reservation: Reservation,
     /// Held until the file is committed or abandoned.
-    _claim: Claim,
+    claim: Claim,
 }
 
 /// Checks slot, size, path and quota from the request head alone.
@@ -167,7 +166,7 @@ fn accept(
         meta,
         needed,
         reservation,
-        _claim: claim,
+        claim,
     })
 }
 
@@ -289,10 +288,20 @@ impl Sink {
         Ok((self, batch))
     }
 
-    fn commit(self, mut meta: Meta, hash: Sha256) -> Result<Meta, CommitError> {
+    /// Publishes the file and counts it in the index in the same blocking call:
+    /// a request dropped meanwhile (client gone, shutdown) cannot leave a stored
+    /// file that quotas and the reaper do not know of. The claim goes last.
+    fn commit(
+        self,
+        mut meta: Meta,
+        hash: Sha256,
+        reservation: Reservation,
+        _claim: Claim,
+    ) -> Result<(), CommitError> {
         meta.sha256 = hex::encode(hash.finalize());
         self.pending.commit(&meta)?;
-        Ok(meta)
+        reservation.commit(&meta);
+        Ok(())
     }
 }
 
