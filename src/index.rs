@@ -138,6 +138,16 @@ impl Index {
         due
     }
 
+    /// Returns entries taken by [`take_due`](Self::take_due) that could not be
+    /// dealt with yet.
+    pub fn put_back(&self, entries: Vec<(u64, Key)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.expiry.extend(entries.into_iter().map(Reverse));
+    }
+
     /// The earliest expiry in the index, if any.
     pub fn next_expiry(&self) -> Option<u64> {
         self.lock().expiry.peek().map(|Reverse((e, _))| *e)

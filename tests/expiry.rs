@@ -4,11 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod support;
 
 use std::time::Duration;
 
 use common::{SECRET, Server, T0};
 use http::{Method, StatusCode};
+use support::{Raw, put_head, v1_target, wait_for};
 use upslot::auth::{JwtSlot, sign_jwt};
 use upslot::index::Usage;
 
@@ -193,4 +195,36 @@ async fn an_expired_path_can_be_uploaded_again() {
     let r = server.get("slot/again.txt", &[]).await;
     assert_eq!(&r.body[..], b"second");
     assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 6 });
+}
+
+/// An upload in flight to an expired file's path holds the path, so a reaper
+/// pass leaves that file alone. If the upload then fails, the expired file is
+/// still there, and a later pass must delete it.
+#[tokio::test]
+async fn a_file_passed_over_for_an_upload_in_flight_is_reaped_later() {
+    let server = Server::start_config(|c| c.reap_interval = Duration::from_secs(3600)).await;
+    server.upload("slot/old.txt", b"hello").await;
+    server.clock.set(T0 + WEEK);
+    // A new upload to the same path: its head and 2 of its 5 bytes.
+    let target = v1_target(&server, "slot/old.txt", 5);
+    let mut stalled = Raw::connect(server.addr).await;
+    assert!(stalled.send(&put_head(&target, 5, &[])).await);
+    assert!(stalled.send(b"ab").await);
+    // It holds the path: another upload to it is refused.
+    let other = server
+        .request(Method::PUT, &target, &[], b"abcde".to_vec())
+        .await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(upslot::reaper::pass(&server.app).await.unwrap(), 0);
+    assert_eq!(server.files_on_disk().len(), 1);
+
+    drop(stalled);
+    wait_for("the stalled upload to end", || {
+        server.app.metrics.uploads_in_flight.get() == 0
+    })
+    .await;
+    assert_eq!(server.files_on_disk().len(), 1);
+    assert_eq!(upslot::reaper::pass(&server.app).await.unwrap(), 1);
+    assert!(server.files_on_disk().is_empty());
+    assert_eq!(server.app.index.usage(), Usage::default());
 }
