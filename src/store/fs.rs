@@ -461,10 +461,15 @@ impl Pending for FsPending {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(CommitError::Exists),
             Err(e) => return Err(e.into()),
         }
-        self.cache.insert(meta.key(), Arc::new(meta.clone()));
-        if self.fsync {
-            sync_dir(&self.dir)?;
+        if self.fsync
+            && let Err(e) = sync_dir(&self.dir)
+        {
+            // Not durable, so not stored: the client is told so, and its retry
+            // must find the path free.
+            let _ = fs::remove_file(&self.body);
+            return Err(e.into());
         }
+        self.cache.insert(meta.key(), Arc::new(meta.clone()));
         Ok(())
     }
 }
