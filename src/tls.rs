@@ -195,10 +195,16 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Re-reads both files and, if they parse and match, serves them to new
-    /// handshakes. On failure logs an error and keeps the current certificate.
-    /// Blocking (it reads files).
+    /// What SIGHUP does: re-reads both files and, if they parse and match, serves
+    /// them to new handshakes. On failure logs an error and keeps the current
+    /// certificate. Blocking (it reads files).
     pub fn reload(&self) -> Result<(), TlsError> {
+        self.reload_because("sighup")
+    }
+
+    /// `trigger` goes in the log line, so that an operator (and a test) can tell a
+    /// signal from the file watch.
+    fn reload_because(&self, trigger: &'static str) -> Result<(), TlsError> {
         let inner = &self.inner;
         *inner.seen.lock().unwrap_or_else(PoisonError::into_inner) = Fingerprint::of(&inner.files);
         match load(&inner.files, &inner.provider) {
@@ -208,7 +214,11 @@ impl Reloader {
                     .current
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = Arc::new(certified);
-                tracing::info!(cert = %inner.files.cert_file.display(), "certificate reloaded");
+                tracing::info!(
+                    trigger = %trigger,
+                    cert = %inner.files.cert_file.display(),
+                    "certificate reloaded"
+                );
                 Ok(())
             }
             Err(e) => {
@@ -273,7 +283,7 @@ impl Reloader {
             .clone();
         if now != seen && previous.as_ref() == Some(&now) {
             tracing::info!(cert = %self.inner.files.cert_file.display(), "certificate or key file changed");
-            let _ = self.reload();
+            let _ = self.reload_because("watch");
         }
         now
     }
