@@ -4,15 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, T0, raw_status, read_until_quiet};
+use common::{Server, T0};
 use http::{Method, StatusCode};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use support::{Raw, RawResponse};
 use upslot::auth::{JwtSlot, Scheme, sign_jwt};
 use upslot::index::Usage;
 
@@ -118,16 +118,16 @@ async fn free_space_watermark_gives_507() {
     assert!(server.files_on_disk().is_empty());
 }
 
-/// Sends the headers of a PUT with `Expect: 100-continue` and returns the stream
-/// with the server's first answer (`100` or a final status).
-async fn announce(server: &Server, target: &str, extra: &str, size: usize) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+/// Sends the headers of a PUT with `Expect: 100-continue` and returns the
+/// connection with the server's first answer (`100` or a final status).
+async fn announce(server: &Server, target: &str, extra: &str, size: usize) -> (Raw, RawResponse) {
+    let mut raw = Raw::connect(server.addr).await;
     let head = format!(
         "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n{extra}\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let answer = read_until_quiet(&mut stream, Duration::from_millis(500)).await;
-    (stream, answer)
+    assert!(raw.send(head.as_bytes()).await);
+    let answer = raw.read_response().await.expect("an answer to the head");
+    (raw, answer)
 }
 
 #[tokio::test]
@@ -140,35 +140,35 @@ async fn concurrent_uploads_cannot_overshoot_a_quota() {
         let slot = format!("race{i}");
         let auth = jwt_auth(&server, &slot, 30, "carol@example.org");
         let target = server.target(&format!("{slot}/f.bin"));
-        let (stream, answer) =
+        let (raw, answer) =
             announce(&server, &target, &format!("Authorization: {auth}\r\n"), 30).await;
-        match raw_status(&answer) {
-            Some(100) => waiting.push(stream),
-            Some(413) => {
-                assert!(answer.ends_with("quota exceeded"), "{answer}");
+        match answer.status {
+            100 => waiting.push(raw),
+            413 => {
+                assert!(answer.text().ends_with("quota exceeded"), "{answer:?}");
                 refused += 1;
             }
-            other => panic!("unexpected answer {other:?}: {answer}"),
+            other => panic!("unexpected answer {other}: {answer:?}"),
         }
     }
     assert_eq!((waiting.len(), refused), (3, 7));
-    for mut stream in waiting {
-        stream.write_all(&[7u8; 30]).await.unwrap();
-        let answer = read_until_quiet(&mut stream, Duration::from_millis(500)).await;
-        assert_eq!(raw_status(&answer), Some(201), "{answer}");
+    for mut raw in waiting {
+        assert!(raw.send(&[7u8; 30]).await);
+        let answer = raw.read_response().await.expect("an answer to the body");
+        assert_eq!(answer.status, 201, "{answer:?}");
     }
     assert_eq!(server.app.index.user_bytes("carol@example.org"), 90);
     // A failed upload gives its reservation back.
     let auth = jwt_auth(&server, "late", 10, "carol@example.org");
-    let (stream, answer) = announce(
+    let (raw, answer) = announce(
         &server,
         &server.target("late/f.bin"),
         &format!("Authorization: {auth}\r\n"),
         10,
     )
     .await;
-    assert_eq!(raw_status(&answer), Some(100));
-    drop(stream);
+    assert_eq!(answer.status, 100);
+    drop(raw);
     for _ in 0..100 {
         if server.app.index.reserved() == 0 {
             break;
@@ -238,15 +238,15 @@ async fn enospc_mid_upload_gives_507_and_leaves_nothing() {
     // The checks pass (there is room), then the disk fills before the body comes.
     let size = 2_000_000;
     let target = server.signed_target(Scheme::V1, "s/big.bin", size as u64, None);
-    let (mut stream, answer) = announce(&server, &target, "", size).await;
-    assert_eq!(raw_status(&answer), Some(100), "{answer}");
+    let (mut raw, answer) = announce(&server, &target, "", size).await;
+    assert_eq!(answer.status, 100, "{answer:?}");
     let filler = fs.path().join("filler");
     let free = rustix::fs::statvfs(fs.path()).unwrap();
     let room = (free.f_bavail * free.f_frsize) as usize;
     std::fs::write(&filler, vec![0u8; room.saturating_sub(500_000)]).unwrap();
-    let _ = stream.write_all(&vec![9u8; size]).await;
-    let answer = read_until_quiet(&mut stream, Duration::from_millis(1000)).await;
-    assert_eq!(raw_status(&answer), Some(507), "{answer}");
+    let _ = raw.send(&vec![9u8; size]).await;
+    let answer = raw.read_response().await.expect("an answer to the body");
+    assert_eq!(answer.status, 507, "{answer:?}");
     std::fs::remove_file(&filler).unwrap();
 
     let left = server.files_on_disk();

@@ -38,7 +38,7 @@ async fn retry_succeeds(server: &Server, path: &str, data: &[u8]) {
 }
 
 /// Sends the head and the first half of `data`, and waits until the
-/// server has started writing it to `tmp/` (so later checks are not vacuous).
+/// server has started writing it to disk (so later checks are not vacuous).
 async fn start_upload(server: &Server, path: &str, data: &[u8]) -> Raw {
     let target = v1_target(server, path, data.len() as u64);
     let mut raw = Raw::connect(server.addr).await;

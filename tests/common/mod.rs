@@ -182,16 +182,18 @@ impl Server {
         request(self.addr, method, target, headers, body).await
     }
 
-    /// Every file currently in the data directory (bodies, metadata, temporaries),
-    /// leaving out the service's own `secret`, `lock` and `control.sock`.
+    /// Every file currently in the data directory (bodies, temporaries, named or
+    /// not), leaving out the service's own `secret`, `lock` and `control.sock`.
     pub fn files_on_disk(&self) -> Vec<PathBuf> {
-        walk(self.data_dir())
+        let mut out: Vec<PathBuf> = walk(self.data_dir())
             .into_iter()
             .filter(|p| {
                 p.file_name()
                     .is_some_and(|n| n != "secret" && n != "lock" && n != "control.sock")
             })
-            .collect()
+            .collect();
+        out.extend(unnamed_files(self.data_dir()));
+        out
     }
 }
 
@@ -213,6 +215,26 @@ pub fn stored_meta(body: &Path) -> serde_json::Value {
 
 pub fn set_stored_meta(body: &Path, meta: &[u8]) {
     rustix::fs::setxattr(body, "user.upslot", meta, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
+/// Files under `data_dir` that no directory walk finds but that still take space:
+/// unnamed (`O_TMPFILE`) uploads in progress, and deleted files still open. Only
+/// this process's, which is the server's in tests that start it in-process.
+pub fn unnamed_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for fd in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(fd.path())
+            && target.starts_with(data_dir)
+            && target.to_string_lossy().ends_with(" (deleted)")
+        {
+            out.push(target);
+        }
+    }
+    out
 }
 
 pub fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Server, walk};
+use crate::common::{Server, unnamed_files, walk};
 
 /// No single read waits longer than this: a test that hangs fails instead.
 pub const READ_LIMIT: Duration = Duration::from_secs(20);
@@ -73,31 +73,19 @@ pub async fn wait_until_empty(data_dir: &Path) {
 }
 
 /// Every file the store holds under `data_dir`: complete files (`files/`) and
-/// uploads in progress (`tmp/`). The service's own files (secret, lock, sockets)
-/// are not uploads and are left out.
+/// uploads in progress, named or not (see [`pending_files`]). The service's own
+/// files (secret, lock, sockets) are not uploads and are left out.
 pub fn store_files(data_dir: &Path) -> Vec<PathBuf> {
     let mut out = walk(&data_dir.join("files"));
-    out.extend(walk(&data_dir.join("tmp")));
+    out.extend(pending_files(data_dir));
     out
 }
 
-/// Files in `<data_dir>/tmp/`.
 /// The files of uploads in progress: named ones in `tmp/`, and the unnamed
 /// (`O_TMPFILE`) ones that this process, the server's, holds open in `data_dir`.
 pub fn pending_files(data_dir: &Path) -> Vec<PathBuf> {
     let mut out = walk(&data_dir.join("tmp"));
-    for fd in std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(target) = std::fs::read_link(fd.path())
-            && target.starts_with(data_dir)
-            && target.to_string_lossy().ends_with(" (deleted)")
-        {
-            out.push(target);
-        }
-    }
+    out.extend(unnamed_files(data_dir));
     out
 }
 
