@@ -379,12 +379,19 @@ fn unit_config_and_proxies_agree_with_the_defaults() {
     );
     assert_eq!(example.data_dir, Path::new("/var/lib/upslot"));
     assert_eq!(unit_value(&unit, "LogNamespace").as_deref(), Some("upslot"));
-    // The namespace's retention comes from the journald file the unit points to.
+    // The namespace's retention comes from the journald file the unit points to:
+    // entries go after 14 days, and a file a day keeps any from outliving them
+    // by more (journald deletes whole files).
     assert!(unit.contains("deploy/journald/journald@upslot.conf"));
-    assert!(
-        Path::new(ROOT)
-            .join("deploy/journald/journald@upslot.conf")
-            .exists()
+    let journald = read(&format!("{ROOT}/deploy/journald/journald@upslot.conf"));
+    let retention = unit_value(&journald, "MaxRetentionSec").expect("MaxRetentionSec");
+    let file_span = unit_value(&journald, "MaxFileSec").expect("MaxFileSec");
+    let days = |v: &str| humantime::parse_duration(v).unwrap().as_secs() / 86_400;
+    assert_eq!(days(&retention), 14, "{retention}");
+    assert!(days(&file_span) <= 1, "{file_span}");
+    assert_eq!(
+        unit_value(&journald, "ForwardToSyslog").as_deref(),
+        Some("no")
     );
     // IPAddressAllow=localhost: both listeners must be on loopback.
     if unit_value(&unit, "IPAddressAllow").as_deref() == Some("localhost") {
