@@ -5,7 +5,11 @@
 use std::io::IsTerminal;
 use std::net::IpAddr;
 
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::auth::{AuthError, Scheme};
 use crate::config::LogFormat;
@@ -14,24 +18,38 @@ use crate::config::LogFormat;
 pub const LEVEL_ENV: &str = "UPSLOT_LOG";
 
 /// Dependencies log request details (paths, headers) at their debug levels; they
-/// are held at warn whatever level is asked for.
-const QUIET_DEPENDENCIES: &str = "h2=warn,hyper=warn,hyper_util=warn,rustls=warn";
+/// are held at warn whatever `UPSLOT_LOG` asks for, however specific its directive.
+const DEPENDENCIES: [&str; 4] = ["h2", "hyper", "hyper_util", "rustls"];
 
 pub fn filter(level: &str) -> EnvFilter {
-    EnvFilter::try_new(format!("{level},{QUIET_DEPENDENCIES}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_DEPENDENCIES}")))
+    EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// False for a dependency's event or span below warn.
+pub fn dependency_cap(meta: &Metadata<'_>) -> bool {
+    let target = meta.target();
+    *meta.level() <= Level::WARN
+        || !DEPENDENCIES.iter().any(|d| {
+            target
+                .strip_prefix(d)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
 }
 
 /// Installs the global subscriber, writing to stderr.
 pub fn init(format: LogFormat) {
     let level = std::env::var(LEVEL_ENV).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(&level))
+    let only = filter(&level).and(filter_fn(dependency_cap));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(only))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().flatten_event(true).with_filter(only))
+            .try_init(),
     };
 }
 

@@ -89,8 +89,23 @@ fn corruptions(log: &Log, w: &Workload) -> Vec<(&'static str, Vec<String>)> {
             true => x.replace("127.0.0.1", "198.51.100.23"),
             false => x.clone(),
         });
+    let mut chatty = log.lines.clone();
+    chatty.push(match log.format {
+        Format::Text => {
+            "2026-11-28T20:00:00.000000Z DEBUG h2::codec::framed_read: received frame=Headers"
+                .into()
+        }
+        Format::Json => serde_json::json!({
+            "timestamp": "2026-11-28T20:00:00.000000Z",
+            "level": "DEBUG",
+            "target": "h2::codec::framed_read",
+            "message": "received",
+        })
+        .to_string(),
+    });
     let mut bad = vec![
         ("empty log", vec![]),
+        ("a dependency at debug", chatty),
         ("failure lines lost", without(&failure)),
         ("a failure logged twice", twice),
         ("request lines lost", without(&request)),

@@ -83,6 +83,18 @@ pub fn check(log: &Log, w: &Workload, scenario: Scenario) -> Result<(), String> 
         "debug lines:\n{all}"
     );
     ensure!(log.with("stopped").len() == 1, "no clean stop:\n{all}");
+    // UPSLOT_LOG asks the dependencies for trace too (see service.rs): they
+    // stay at warn all the same.
+    for line in &log.lines {
+        let target = log.target(line);
+        let dependency = ["h2", "hyper", "hyper_util", "rustls"]
+            .iter()
+            .any(|d| target == *d || target.starts_with(&format!("{d}::")));
+        ensure!(
+            !dependency || ["WARN", "ERROR"].contains(&log.level(line).as_str()),
+            "a dependency below warn: {line}"
+        );
+    }
 
     // One failure line per refused slot, in order, naming the right address.
     let failures = log.with("authorization failed");

@@ -1,5 +1,6 @@
-//! The real binary, as an operator runs it: a config file, `UPSLOT_LOG=debug`,
-//! stdout (the banner) and stderr (the log) in files of a temporary directory.
+//! The real binary, as an operator runs it: a config file, `UPSLOT_LOG` at debug
+//! (trace for the dependencies), stdout (the banner) and stderr (the log) in
+//! files of a temporary directory.
 //! Every wait is bounded, so a service that hangs fails the test.
 
 use std::net::SocketAddr;
@@ -13,6 +14,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_upslot");
 /// 400 polls of 25 ms: 10 s for the banner, and again for the exit.
 const POLLS: usize = 400;
 const POLL: Duration = Duration::from_millis(25);
+
+/// Debug for upslot, as an operator would ask for it; trace for the
+/// dependencies, which must stay at warn however they are asked.
+const LEVEL: &str = "debug,h2=trace,h2::codec=trace,hyper=trace,hyper_util=trace,rustls=trace";
 
 pub struct Running {
     child: Child,
@@ -58,7 +63,7 @@ pub fn start_in(dir: tempfile::TempDir, format: Format, scenario: Scenario) -> R
         .args(["serve", "-c"])
         .arg(&config)
         .current_dir(dir.path())
-        .env("UPSLOT_LOG", "debug")
+        .env("UPSLOT_LOG", LEVEL)
         .env_remove("UPSLOT_SECRET")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).unwrap())
