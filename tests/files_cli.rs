@@ -124,6 +124,36 @@ async fn list_and_export_find_both_of_a_users_uploads() {
     assert_eq!(jwt["expires"], "2026-01-08T00:00:00Z");
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"romeo-jwt"));
     assert_eq!(jwt["sha256"], sha.as_str());
+    // Every fact stored about each file is in the export, and nothing else.
+    for exported in files_out {
+        let path = exported["path"].as_str().unwrap();
+        let key = upslot::store::Key::for_path(path).hex();
+        let body = server.data_dir().join("files").join(&key[..2]).join(&key);
+        let stored = common::stored_meta(&body);
+        let stored = stored.as_object().unwrap();
+        let exported = exported.as_object().unwrap();
+        let renamed = |k: &str| if k == "content_type" { "type" } else { k }.to_owned();
+        let mut stored_keys: Vec<String> = stored.keys().map(|k| renamed(k)).collect();
+        let mut exported_keys: Vec<String> = exported
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k.clone())
+            .collect();
+        stored_keys.sort();
+        exported_keys.sort();
+        assert_eq!(exported_keys, stored_keys, "{path}");
+        for (k, v) in stored {
+            let shown = &exported[&renamed(k)];
+            match k.as_str() {
+                "created" | "expires" => assert_eq!(
+                    shown.as_str().unwrap(),
+                    upslot::files::rfc3339(v.as_u64().unwrap()),
+                    "{path}: {k}"
+                ),
+                _ => assert_eq!(shown, v, "{path}: {k}"),
+            }
+        }
+    }
     // Everybody's list has all four.
     let (ok, out) = files(&server, &["list"]).await;
     assert!(ok);
@@ -182,6 +212,13 @@ async fn delete_by_user_takes_effect_at_once() {
     assert_eq!(server.app.index.user_bytes(ROMEO_SHA1), 0);
     let (_, out) = files(&server, &["list", "--user", ROMEO]).await;
     assert!(out.trim().is_empty(), "{out}");
+    // Erased on disk, not only hidden: the other two files are all that is left.
+    assert_eq!(
+        server.files_on_disk().len(),
+        2,
+        "{:?}",
+        server.files_on_disk()
+    );
 }
 
 #[tokio::test]
