@@ -30,11 +30,20 @@ impl Drop for Running {
 
 /// Starts `upslot serve` in `dir` and reads the banner up to the last snippet line.
 fn serve(dir: &Path, args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
+    serve_with_secret(dir, args, None)
+}
+
+/// [`serve`], with `UPSLOT_SECRET` set to `secret` if given.
+fn serve_with_secret(dir: &Path, args: &[&str], secret: Option<&str>) -> Running {
+    let mut command = Command::new(BIN);
+    command.env_remove("UPSLOT_SECRET");
+    if let Some(secret) = secret {
+        command.env("UPSLOT_SECRET", secret);
+    }
+    let mut child = command
         .arg("serve")
         .args(args)
         .current_dir(dir)
-        .env_remove("UPSLOT_SECRET")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
         .spawn()
@@ -61,11 +70,19 @@ fn serve(dir: &Path, args: &[&str]) -> Running {
 }
 
 fn sign(dir: &Path, args: &[&str]) -> Vec<String> {
-    let out = Command::new(BIN)
+    sign_with_secret(dir, args, None)
+}
+
+fn sign_with_secret(dir: &Path, args: &[&str], secret: Option<&str>) -> Vec<String> {
+    let mut command = Command::new(BIN);
+    command.env_remove("UPSLOT_SECRET");
+    if let Some(secret) = secret {
+        command.env("UPSLOT_SECRET", secret);
+    }
+    let out = command
         .arg("sign")
         .args(args)
         .current_dir(dir)
-        .env_remove("UPSLOT_SECRET")
         .output()
         .unwrap();
     assert!(
@@ -125,6 +142,27 @@ async fn first_start_generates_a_secret_and_prints_snippets() {
     // A second start keeps the same secret.
     let _again = serve(dir.path(), &["-c", &config]);
     assert_eq!(std::fs::read_to_string(&secret_path).unwrap(), secret);
+}
+
+/// `UPSLOT_SECRET` wins over the config file's `secret`; and the control socket
+/// in the data directory is for the service's own user only.
+#[tokio::test]
+async fn the_environment_secret_wins_over_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "secret = \"the-config-file-secret\"\n");
+    let env = Some("the-environment-secret");
+    let running = serve_with_secret(dir.path(), &["-c", &config], env);
+    let base = format!("http://{}/upload/", running.addr);
+    let args = ["-c", &config, "--size", "5", "--base-url", &base, "f.txt"];
+    for (secret, status) in [(env, StatusCode::CREATED), (None, StatusCode::FORBIDDEN)] {
+        let lines = sign_with_secret(dir.path(), &args, secret);
+        let target = target_of(&lines[0]);
+        let put = common::request(running.addr, Method::PUT, &target, &[], b"hello".to_vec()).await;
+        assert_eq!(put.status, status, "signed with {secret:?}: {}", put.text());
+    }
+    let socket = dir.path().join("upslot-data/control.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[tokio::test]
