@@ -13,9 +13,20 @@ use sha1::{Digest, Sha1};
 use crate::path::SlotPath;
 use crate::store::{Key, Meta, Store};
 
-/// Does `meta` belong to `jid`? Prosody's JWT uploads name the bare JID;
-/// ejabberd's put the SHA-1 of the bare JID, or its node, in the path.
-pub fn belongs_to(meta: &Meta, jid: &str) -> bool {
+/// Which uploads `--user` finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// The bare JID (Prosody's JWT `sub`), or its SHA-1 (ejabberd's default
+    /// path): nobody else's.
+    Jid,
+    /// Also uploads whose ejabberd path names only the JID's node
+    /// (`jid_in_url: node`). On a server with several domains these may be
+    /// another domain's user's, so only when asked.
+    JidOrNode,
+}
+
+/// Does `meta` belong to `jid`?
+pub fn belongs_to(meta: &Meta, jid: &str, how: Match) -> bool {
     let Some(uploader) = meta.uploader.as_deref() else {
         return false;
     };
@@ -27,8 +38,8 @@ pub fn belongs_to(meta: &Meta, jid: &str) -> bool {
         return true;
     }
     match bare.split_once('@') {
-        Some((node, _)) => uploader.eq_ignore_ascii_case(node),
-        None => false,
+        Some((node, _)) if how == Match::JidOrNode => uploader.eq_ignore_ascii_case(node),
+        _ => false,
     }
 }
 
@@ -57,10 +68,10 @@ pub fn signed_path(arg: &str, base_path: &str) -> Result<String, String> {
 }
 
 /// Every file, or every file of `user`, oldest first.
-pub fn list(store: &dyn Store, user: Option<&str>) -> io::Result<Vec<Meta>> {
+pub fn list(store: &dyn Store, user: Option<&str>, how: Match) -> io::Result<Vec<Meta>> {
     let mut files = Vec::new();
     store.for_each(&mut |meta| {
-        if user.is_none_or(|jid| belongs_to(&meta, jid)) {
+        if user.is_none_or(|jid| belongs_to(&meta, jid, how)) {
             files.push(meta);
         }
     })?;
@@ -141,17 +152,19 @@ pub fn table(files: &[Meta]) -> String {
     out
 }
 
-/// `files delete`: removes on disk, then tells a running service.
+/// `files delete`: removes on disk, then tells a running service. The second
+/// value says whether one was running and heard; its error, that telling it
+/// failed, after the files were already gone.
 pub fn delete_and_notify(
     store: &dyn Store,
     data_dir: &Path,
     paths: &[String],
-) -> io::Result<(Vec<Meta>, bool)> {
+) -> io::Result<(Vec<Meta>, io::Result<bool>)> {
     let removed = delete(store, paths)?;
     let told = if removed.is_empty() {
-        false
+        Ok(false)
     } else {
-        crate::control::notify_removed(data_dir, &removed)?
+        crate::control::notify_removed(data_dir, &removed)
     };
     Ok((removed, told))
 }
@@ -178,19 +191,26 @@ mod tests {
     #[test]
     fn users_by_every_name_a_server_uses() {
         let jid = "romeo@montague.example";
-        assert!(belongs_to(&meta(Some("romeo@montague.example")), jid));
-        assert!(belongs_to(
-            &meta(Some("romeo@montague.example")),
-            "Romeo@Montague.example/phone"
-        ));
-        // The ejabberd vector's user segment is SHA-1 of this JID.
-        assert!(belongs_to(
-            &meta(Some("a5018f8c277bc4e61647c7b631df1c57f1cd4628")),
-            jid
-        ));
-        assert!(belongs_to(&meta(Some("romeo")), jid));
-        assert!(!belongs_to(&meta(Some("juliet@capulet.example")), jid));
-        assert!(!belongs_to(&meta(None), jid));
+        for how in [Match::Jid, Match::JidOrNode] {
+            assert!(belongs_to(&meta(Some("romeo@montague.example")), jid, how));
+            assert!(belongs_to(
+                &meta(Some("romeo@montague.example")),
+                "Romeo@Montague.example/phone",
+                how
+            ));
+            // The ejabberd vector's user segment is SHA-1 of this JID.
+            assert!(belongs_to(
+                &meta(Some("a5018f8c277bc4e61647c7b631df1c57f1cd4628")),
+                jid,
+                how
+            ));
+            assert!(!belongs_to(&meta(Some("juliet@capulet.example")), jid, how));
+            assert!(!belongs_to(&meta(Some("romeo@other.example")), jid, how));
+            assert!(!belongs_to(&meta(None), jid, how));
+        }
+        // A bare node could be any domain's romeo: only when asked for.
+        assert!(!belongs_to(&meta(Some("romeo")), jid, Match::Jid));
+        assert!(belongs_to(&meta(Some("romeo")), jid, Match::JidOrNode));
     }
 
     #[test]

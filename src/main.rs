@@ -72,6 +72,8 @@ enum FilesAction {
         /// Only this user's files (bare JID).
         #[arg(long)]
         user: Option<String>,
+        #[command(flatten)]
+        by_node: ByNode,
         #[arg(long)]
         json: bool,
     },
@@ -81,14 +83,37 @@ enum FilesAction {
     Export {
         #[arg(long)]
         user: String,
+        #[command(flatten)]
+        by_node: ByNode,
     },
     /// Delete files by path, or all of a user's files.
     Delete {
         #[arg(long, conflicts_with = "paths")]
         user: Option<String>,
+        #[command(flatten)]
+        by_node: ByNode,
         #[arg(required_unless_present = "user")]
         paths: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct ByNode {
+    /// With --user: also uploads whose ejabberd URL names only the JID's node
+    /// (`jid_in_url: node`), which on a server with several domains may be
+    /// another domain's user's.
+    #[arg(long, requires = "user")]
+    by_node: bool,
+}
+
+impl ByNode {
+    fn matching(&self) -> upslot::files::Match {
+        if self.by_node {
+            upslot::files::Match::JidOrNode
+        } else {
+            upslot::files::Match::Jid
+        }
+    }
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -279,8 +304,12 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
     let store = upslot::store::FsStore::attach(&config.data_dir)?;
     let mut out = std::io::stdout().lock();
     match action {
-        FilesAction::List { user, json } => {
-            let list = files::list(&store, user.as_deref())?;
+        FilesAction::List {
+            user,
+            by_node,
+            json,
+        } => {
+            let list = files::list(&store, user.as_deref(), by_node.matching())?;
             if json {
                 let list: Vec<files::ExportedFile> = list.iter().map(Into::into).collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
@@ -297,8 +326,8 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
             let shown = files::ExportedFile::from(&*meta);
             writeln!(out, "{}", serde_json::to_string_pretty(&shown)?)?;
         }
-        FilesAction::Export { user } => {
-            let list = files::list(&store, Some(&user))?;
+        FilesAction::Export { user, by_node } => {
+            let list = files::list(&store, Some(&user), by_node.matching())?;
             let export = files::Export {
                 user: &user,
                 exported_at: files::rfc3339(SystemClock.unix()),
@@ -306,9 +335,13 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
             };
             writeln!(out, "{}", serde_json::to_string_pretty(&export)?)?;
         }
-        FilesAction::Delete { user, paths } => {
+        FilesAction::Delete {
+            user,
+            by_node,
+            paths,
+        } => {
             let paths = match user {
-                Some(user) => files::list(&store, Some(&user))?
+                Some(user) => files::list(&store, Some(&user), by_node.matching())?
                     .into_iter()
                     .map(|m| m.path)
                     .collect(),
@@ -320,11 +353,17 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
             };
             let (removed, told) = files::delete_and_notify(&store, &config.data_dir, &paths)?;
             writeln!(out, "deleted {} file(s)", removed.len())?;
-            if !removed.is_empty() && !told {
-                writeln!(
+            match told {
+                Ok(true) => {}
+                Ok(false) if removed.is_empty() => {}
+                Ok(false) => writeln!(
                     out,
                     "(no service running; it will count them at its next start)"
-                )?;
+                )?,
+                Err(e) => bail!(
+                    "the files are deleted, but the running service was not told ({e}): \
+                     its usage and quotas count them until it restarts"
+                ),
             }
         }
     }

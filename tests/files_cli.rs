@@ -288,3 +288,29 @@ async fn works_without_a_running_service() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// An ejabberd URL with `jid_in_url: node` names only "romeo", which could be
+/// any domain's romeo: `--user` leaves it out unless `--by-node` asks for it.
+#[tokio::test]
+async fn a_bare_node_is_matched_only_when_asked_for() {
+    let server = populated().await;
+    let node_only = format!("romeo/{RANDOM}/n.txt");
+    server.upload(&node_only, b"node").await;
+    let other = "romeo@other.example";
+    let (ok, out) = files(&server, &["list", "--user", other]).await;
+    assert!(ok && out.trim().is_empty(), "{out}");
+    let (ok, out) = files(&server, &["delete", "--user", other]).await;
+    assert!(ok && out.contains("deleted 0 file(s)"), "{out}");
+    assert_eq!(server.get(&node_only, &[]).await.status, StatusCode::OK);
+
+    let (ok, out) = files(&server, &["list", "--user", other, "--by-node"]).await;
+    assert!(ok && out.contains(&node_only), "{out}");
+    let (ok, out) = files(&server, &["delete", "--user", other, "--by-node"]).await;
+    assert!(ok && out.contains("deleted 1 file(s)"), "{out}");
+    assert_eq!(
+        server.get(&node_only, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let (ok, out) = files(&server, &["list", "--by-node"]).await;
+    assert!(!ok && out.contains("--user"), "{out}");
+}
