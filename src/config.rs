@@ -280,7 +280,7 @@ impl RawConfig {
                     "set either secret or secret_file, not both",
                 ));
             }
-            (Some(s), None) if s.len() < 16 => {
+            (Some(s), None) if s.len() < crate::secret::MIN_LEN => {
                 return Err(invalid("secret", "must be at least 16 characters"));
             }
             (Some(s), None) => SecretSource::Inline(s),

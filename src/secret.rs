@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, SecretSource};
 
 pub const ENV: &str = "UPSLOT_SECRET";
+/// Shorter secrets are refused, wherever they come from.
+pub const MIN_LEN: usize = 16;
 
 pub struct Secret {
     text: String,
@@ -57,6 +59,12 @@ impl Secret {
         if let Ok(text) = std::env::var(ENV)
             && !text.is_empty()
         {
+            if text.len() < MIN_LEN {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{ENV}: secret must be at least {MIN_LEN} characters"),
+                ));
+            }
             return Ok(Secret {
                 text,
                 origin: Origin::Env,
@@ -90,12 +98,16 @@ impl Secret {
 }
 
 fn read(path: &Path) -> io::Result<String> {
-    let text = fs::read_to_string(path)?;
+    let text = fs::read_to_string(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let text = text.trim_end_matches(['\n', '\r']).to_owned();
-    if text.len() < 16 {
+    if text.len() < MIN_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{}: secret must be at least 16 characters", path.display()),
+            format!(
+                "{}: secret must be at least {MIN_LEN} characters",
+                path.display()
+            ),
         ));
     }
     Ok(text)

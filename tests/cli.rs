@@ -163,6 +163,21 @@ async fn the_environment_secret_wins_over_the_config() {
     let socket = dir.path().join("upslot-data/control.sock");
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    drop(running);
+
+    // A short one is refused there as in the file.
+    let out = Command::new(BIN)
+        .args(["serve", "-c", &config])
+        .current_dir(dir.path())
+        .env("UPSLOT_SECRET", "abc")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("UPSLOT_SECRET: secret must be at least 16"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
