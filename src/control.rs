@@ -16,6 +16,9 @@ use crate::store::{Meta, Store};
 
 /// Largest message accepted: a JSON list of metadata.
 const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
+/// A peer that sends no whole message in this long is dropped.
+const READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
@@ -38,6 +41,8 @@ pub fn listen(
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, most likely: do not spin while it lasts.
+                tokio::time::sleep(ACCEPT_PAUSE).await;
                 continue;
             };
             let index = Arc::clone(&index);
@@ -46,8 +51,9 @@ pub fn listen(
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
                 let mut reader = tokio::io::BufReader::new(read).take(MAX_MESSAGE);
-                let answer = match reader.read_line(&mut line).await {
-                    Ok(_) => match serde_json::from_str::<Vec<Meta>>(&line) {
+                let read = tokio::time::timeout(READ_LIMIT, reader.read_line(&mut line)).await;
+                let answer = match read {
+                    Ok(Ok(_)) => match serde_json::from_str::<Vec<Meta>>(&line) {
                         Ok(removed) => {
                             for meta in &removed {
                                 store.forget(&meta.key());
@@ -61,7 +67,7 @@ pub fn listen(
                         }
                         Err(_) => "bad message\n",
                     },
-                    Err(_) => "bad message\n",
+                    Ok(Err(_)) | Err(_) => "bad message\n",
                 };
                 let _ = write.write_all(answer.as_bytes()).await;
             });
