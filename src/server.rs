@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -90,18 +91,23 @@ where
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let response = handler(Arc::clone(&app), req, peer.ip());
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let asked = Arc::new(AtomicBool::new(false));
+        let service = {
+            let asked = Arc::clone(&asked);
+            service_fn(move |req| {
+                asked.store(true, Ordering::Relaxed);
+                let response = handler(Arc::clone(&app), req, peer.ip());
+                async move { Ok::<_, Infallible>(response.await) }
+            })
+        };
         let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
         match &tls {
-            None => connections.spawn(serve_connection(builder, stream, service, watcher)),
+            None => connections.spawn(serve_connection(builder, stream, service, watcher, asked)),
             Some(acceptor) => {
                 let handshake = handshake(acceptor.clone(), stream, accepting_rx.clone());
                 connections.spawn(async move {
                     if let Some(stream) = handshake.await {
-                        serve_connection(builder, stream, service, watcher).await;
+                        serve_connection(builder, stream, service, watcher, asked).await;
                     }
                 })
             }
@@ -130,11 +136,16 @@ where
 
 /// Serves one connection (HTTP/1.1 or HTTP/2, whichever the client speaks) until
 /// it closes or, once shutdown has begun, its requests in flight are done.
+/// `asked` turns true with its first request; one that has brought none within
+/// [`HEADER_TIMEOUT`] is closed. hyper's header timeout starts only once it knows
+/// the protocol, so a silent client, or one that stops within the HTTP/2
+/// preface, would otherwise hold its socket for ever.
 async fn serve_connection<I, S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: I,
     service: S,
     watcher: Watcher,
+    asked: Arc<AtomicBool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
@@ -146,8 +157,17 @@ async fn serve_connection<I, S>(
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
     drop(builder);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "connection closed with an error");
+    let first_request = async {
+        tokio::time::sleep(HEADER_TIMEOUT).await;
+        if asked.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = watcher.watch(conn) => if let Err(e) = served {
+            tracing::debug!(error = %e, "connection closed with an error");
+        },
+        () = first_request => tracing::debug!("no request in time; connection closed"),
     }
 }
 
