@@ -1,7 +1,7 @@
 //! The admin listener (`[admin] listen`, never the public one): `/metrics` for
 //! Prometheus, `/healthz` (the process answers) and `/readyz` (it can do its job:
-//! the data directory takes writes, free space is above the watermark, and the
-//! reaper has run recently).
+//! it is not shutting down, the data directory takes writes, free space is above
+//! the watermark, and the reaper has run recently).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -67,6 +67,9 @@ pub fn reaper_deadline(interval: Duration) -> u64 {
 /// Why the service cannot do its job now; empty when it can.
 async fn problems(app: &Arc<App>) -> Vec<String> {
     let mut problems = Vec::new();
+    if app.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        problems.push("shutting down".to_owned());
+    }
     let store = Arc::clone(&app.store);
     let min_free = app.config.min_free_space;
     let disk = spawn_blocking(move || {

@@ -2,7 +2,7 @@
 //! the slot verifier, the clock, and the set of paths with an upload in progress.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::auth::Verifier;
@@ -22,6 +22,9 @@ pub struct App {
     /// Unix seconds when the reaper last showed progress: a finished batch or
     /// pass. Readiness looks at this, so a long pass is not taken for a stuck one.
     pub reaper_heartbeat: AtomicU64,
+    /// Set when shutdown begins: readiness says no while requests drain, so a
+    /// load balancer sends new ones elsewhere.
+    pub stopping: AtomicBool,
     uploading: Arc<Mutex<HashSet<Key>>>,
 }
 
@@ -41,6 +44,7 @@ impl App {
             clock,
             metrics: Metrics::new(),
             reaper_heartbeat: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             uploading: Arc::default(),
         }
     }

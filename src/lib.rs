@@ -147,6 +147,12 @@ impl Service {
                 admin::handle,
             ))
         });
+        let app = Arc::clone(&self.app);
+        let shutdown = async move {
+            shutdown.await;
+            app.stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        };
         let served = server::serve(Arc::clone(&self.app), listener, acceptor, shutdown).await;
         let _ = stop_admin.send(());
         if let Some(admin) = admin {

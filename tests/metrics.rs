@@ -183,6 +183,38 @@ async fn health_and_readiness() {
     assert!(r.text().contains("reaper"), "{}", r.text());
 }
 
+/// While shutdown drains the requests in flight, readiness says no, so that a
+/// load balancer sends new ones elsewhere.
+#[tokio::test]
+async fn not_ready_while_shutting_down() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = Server::start_config(|c| c.shutdown_timeout = Duration::from_secs(30)).await;
+    // An upload in flight (2 of its 10 bytes) keeps the service draining.
+    let target = server.signed_target(Scheme::V1, "drain/f.bin", 10, None);
+    let mut upload = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!("PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab");
+    upload.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..400 {
+        if server.app.metrics.uploads_in_flight.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(server.app.metrics.uploads_in_flight.get(), 1);
+    server.begin_shutdown();
+    let mut last = String::new();
+    for _ in 0..400 {
+        let r = common::request(server.admin, Method::GET, "/readyz", &[], vec![]).await;
+        last = r.text();
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(last.contains("shutting down"), "{last}");
+    drop(upload);
+}
+
 #[tokio::test]
 async fn not_ready_below_the_free_space_watermark() {
     let server = Server::start_config(|c| c.min_free_space = u64::MAX / 4).await;

@@ -114,6 +114,14 @@ impl Server {
         (self.config.clone(), self.clock.clone(), self.data.take())
     }
 
+    /// Asks for a graceful shutdown without waiting for it: the service drains
+    /// what is in flight meanwhile.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
     async fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
