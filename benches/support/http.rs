@@ -306,7 +306,8 @@ pub async fn attempt(
 }
 
 /// `op` on every target, `concurrency` keep-alive connections pulling from one
-/// queue. Returns the wall time and each request's duration.
+/// queue. Returns the wall time and each request's duration; panics on the
+/// first failure.
 pub async fn batch(
     server: &'static str,
     addr: SocketAddr,
@@ -316,32 +317,11 @@ pub async fn batch(
     concurrency: usize,
     block: &Bytes,
 ) -> (Duration, Vec<Duration>) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers = (0..concurrency.min(targets.len()))
-        .map(|_| {
-            let next = Arc::clone(&next);
-            let targets = Arc::clone(targets);
-            let block = block.clone();
-            tokio::spawn(async move {
-                let mut sender = connect(addr).await;
-                let mut times = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(target) = targets.get(i) else { break };
-                    let t = Instant::now();
-                    once(&mut sender, server, addr, op, target, size, &block).await;
-                    times.push(t.elapsed());
-                }
-                times
-            })
-        })
-        .collect::<Vec<_>>();
-    let mut times = Vec::with_capacity(targets.len());
-    for worker in workers {
-        times.extend(worker.await.expect("bench worker"));
+    let seen = load(server, addr, op, targets, size, concurrency, block).await;
+    if let Some(first) = seen.first_error {
+        panic!("{first}");
     }
-    (started.elapsed(), times)
+    (seen.wall, seen.times)
 }
 
 /// What `load` saw.
@@ -363,8 +343,8 @@ impl Load {
     }
 }
 
-/// `batch` that counts failures instead of panicking: a failed request is
-/// counted by label and its connection replaced.
+/// `op` on every target, `concurrency` keep-alive connections pulling from one
+/// queue; a failed request is counted by label and its connection replaced.
 pub async fn load(
     server: &'static str,
     addr: SocketAddr,
