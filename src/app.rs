@@ -3,12 +3,13 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::auth::Verifier;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::index::Index;
+use crate::limits::Gate;
 use crate::metrics::Metrics;
 use crate::store::{Key, Store};
 
@@ -16,7 +17,8 @@ pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub index: Arc<Index>,
-    pub verifier: Verifier,
+    /// Swapped whole when the secrets are reloaded (SIGHUP).
+    verifier: RwLock<Arc<Verifier>>,
     pub clock: SharedClock,
     pub metrics: Metrics,
     /// Unix seconds when the reaper last showed progress: a finished batch or
@@ -25,6 +27,8 @@ pub struct App {
     /// Set when shutdown begins: readiness says no while requests drain, so a
     /// load balancer sends new ones elsewhere.
     pub stopping: AtomicBool,
+    /// Uploads in progress, capped in all and per client (docs/limits.md).
+    pub uploads: Arc<Gate>,
     uploading: Arc<Mutex<HashSet<Key>>>,
 }
 
@@ -37,27 +41,57 @@ impl App {
         clock: SharedClock,
     ) -> App {
         App {
-            config,
             store,
             index,
-            verifier,
+            verifier: RwLock::new(Arc::new(verifier)),
             clock,
             metrics: Metrics::new(),
             reaper_heartbeat: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            uploads: Gate::new(
+                config.limits.max_uploads,
+                config.limits.max_uploads_per_client,
+                config.trusted_proxies.clone(),
+            ),
             uploading: Arc::default(),
+            config,
         }
+    }
+
+    /// The slot verifier in effect now.
+    pub fn verifier(&self) -> Arc<Verifier> {
+        Arc::clone(&self.verifier.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `verifier` in effect for every slot checked from now on.
+    pub fn set_verifier(&self, verifier: Verifier) {
+        *self
+            .verifier
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
     }
 
     /// Claims `key` for one upload; `None` if another upload holds it. The claim
     /// ends when the returned guard is dropped, however the upload ends.
     pub fn claim(&self, key: Key) -> Option<Claim> {
+        self.claim_both(key, None)
+    }
+
+    /// Claims `key` and, if given, the JWT slot it belongs to (one upload per
+    /// slot): both or neither.
+    pub fn claim_both(&self, key: Key, slot: Option<Key>) -> Option<Claim> {
         let mut set = self
             .uploading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        set.insert(key).then(|| Claim {
+        if set.contains(&key) || slot.is_some_and(|s| set.contains(&s)) {
+            return None;
+        }
+        set.insert(key);
+        set.extend(slot);
+        Some(Claim {
             key,
+            slot,
             set: Arc::clone(&self.uploading),
         })
     }
@@ -65,14 +99,16 @@ impl App {
 
 pub struct Claim {
     key: Key,
+    slot: Option<Key>,
     set: Arc<Mutex<HashSet<Key>>>,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
+        let mut set = self.set.lock().unwrap_or_else(PoisonError::into_inner);
+        set.remove(&self.key);
+        if let Some(slot) = &self.slot {
+            set.remove(slot);
+        }
     }
 }

@@ -22,7 +22,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(canonical(peer))
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+/// IPv4-mapped IPv6 addresses as the IPv4 addresses they are.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -40,6 +40,7 @@ pub struct RawConfig {
     pub data_dir: PathBuf,
     pub secret: Option<String>,
     pub secret_file: Option<PathBuf>,
+    pub previous_secrets: Vec<RawPreviousSecret>,
     pub schemes: Vec<String>,
     pub max_file_size: ByteSize,
     #[serde(with = "humantime_serde")]
@@ -54,10 +55,22 @@ pub struct RawConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     pub quota: RawQuota,
+    pub limits: RawLimits,
     pub admin: RawAdmin,
     pub cors: RawCors,
     pub log: RawLog,
     pub tls: RawTls,
+}
+
+/// A secret replaced by a rotation, still accepted until `until` (RFC 3339).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreviousSecret {
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    pub until: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +78,27 @@ pub struct RawConfig {
 pub struct RawQuota {
     pub total: ByteSize,
     pub per_user: ByteSize,
+}
+
+/// hyper's own default; other values cost a heap allocation per request.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// What one client, or all of them together, may hold (docs/limits.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub max_uploads: usize,
+    pub max_uploads_per_client: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub discard_timeout: Duration,
+    pub min_upload_rate: ByteSize,
+    pub max_header_size: ByteSize,
+    pub max_headers: usize,
+    pub max_streams: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +137,7 @@ impl Default for RawConfig {
             data_dir: "./upslot-data".into(),
             secret: None,
             secret_file: None,
+            previous_secrets: Vec::new(),
             schemes: Scheme::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
             max_file_size: ByteSize::mib(100),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -113,6 +148,7 @@ impl Default for RawConfig {
             shutdown_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             quota: RawQuota::default(),
+            limits: RawLimits::default(),
             admin: RawAdmin::default(),
             cors: RawCors::default(),
             log: RawLog::default(),
@@ -126,6 +162,23 @@ impl Default for RawQuota {
         RawQuota {
             total: ByteSize(0),
             per_user: ByteSize(0),
+        }
+    }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            max_uploads: 128,
+            max_uploads_per_client: 8,
+            header_timeout: Duration::from_secs(30),
+            discard_timeout: Duration::from_secs(5),
+            min_upload_rate: ByteSize::kib(1),
+            max_header_size: ByteSize::kib(16),
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_streams: 32,
         }
     }
 }
@@ -170,6 +223,15 @@ pub enum SecretSource {
     Generated,
 }
 
+/// A secret from before a rotation: slots it signed are accepted until
+/// `until` (Unix seconds), so that none fails while the XMPP server switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    /// `Inline` or `File`; never `Generated`.
+    pub source: SecretSource,
+    pub until: u64,
+}
+
 /// PEM files for native HTTPS: the certificate chain (leaf first) and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -183,6 +245,23 @@ pub enum AllowOrigins {
     List(Vec<String>),
 }
 
+/// `[limits]`, validated: every cap is above 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub max_uploads: usize,
+    pub max_uploads_per_client: usize,
+    pub header_timeout: Duration,
+    pub discard_timeout: Duration,
+    /// Bytes per second an upload must average once `idle_timeout` has passed;
+    /// 0: no minimum.
+    pub min_upload_rate: u64,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    pub max_streams: u32,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -190,6 +269,7 @@ pub struct Config {
     pub base_path: String,
     pub data_dir: PathBuf,
     pub secret: SecretSource,
+    pub previous_secrets: Vec<PreviousSecret>,
     pub schemes: Vec<Scheme>,
     pub max_file_size: u64,
     pub retention: Duration,
@@ -201,6 +281,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub quota_total: u64,
     pub quota_per_user: u64,
+    pub limits: Limits,
     pub admin_listen: SocketAddr,
     pub allow_origins: AllowOrigins,
     pub log_format: LogFormat,
@@ -287,6 +368,11 @@ impl RawConfig {
             (None, Some(f)) => SecretSource::File(f),
             (None, None) => SecretSource::Generated,
         };
+        let previous_secrets = self
+            .previous_secrets
+            .into_iter()
+            .map(parse_previous)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut schemes = Vec::new();
         for name in &self.schemes {
             let scheme: Scheme = name.parse().map_err(|_| {
@@ -331,11 +417,13 @@ impl RawConfig {
             }
         };
         let tls = parse_tls(self.tls)?;
+        let limits = parse_limits(self.limits)?;
         Ok(Config {
             listen,
             base_path: self.base_path,
             data_dir: self.data_dir,
             secret,
+            previous_secrets,
             schemes,
             max_file_size: self.max_file_size.0,
             retention: self.retention,
@@ -347,6 +435,7 @@ impl RawConfig {
             idle_timeout: self.idle_timeout,
             quota_total: self.quota.total.0,
             quota_per_user: self.quota.per_user.0,
+            limits,
             admin_listen,
             allow_origins,
             log_format,
@@ -354,6 +443,82 @@ impl RawConfig {
             tls,
         })
     }
+}
+
+fn parse_previous(raw: RawPreviousSecret) -> Result<PreviousSecret, ConfigError> {
+    const KEY: &str = "previous_secrets";
+    let source = match (raw.secret, raw.secret_file) {
+        (Some(s), None) if s.len() < crate::secret::MIN_LEN => {
+            return Err(invalid(KEY, "secret must be at least 16 characters"));
+        }
+        (Some(s), None) => SecretSource::Inline(s),
+        (None, Some(f)) => SecretSource::File(f),
+        _ => {
+            return Err(invalid(
+                KEY,
+                "each entry needs secret or secret_file, not both",
+            ));
+        }
+    };
+    let until = humantime::parse_rfc3339_weak(&raw.until)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .ok_or_else(|| {
+            invalid(
+                KEY,
+                format!(
+                    "until {:?} is not a time like 2027-01-31T12:00:00Z",
+                    raw.until
+                ),
+            )
+        })?;
+    Ok(PreviousSecret {
+        source,
+        until: until.as_secs(),
+    })
+}
+
+fn parse_limits(raw: RawLimits) -> Result<Limits, ConfigError> {
+    for (key, value) in [
+        ("limits.max_connections", raw.max_connections),
+        (
+            "limits.max_connections_per_client",
+            raw.max_connections_per_client,
+        ),
+        ("limits.max_uploads", raw.max_uploads),
+        ("limits.max_uploads_per_client", raw.max_uploads_per_client),
+        ("limits.max_headers", raw.max_headers),
+        ("limits.max_streams", raw.max_streams as usize),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be above 0"));
+        }
+    }
+    if raw.header_timeout.is_zero() {
+        return Err(invalid("limits.header_timeout", "must be above 0"));
+    }
+    if raw.discard_timeout.is_zero() {
+        return Err(invalid("limits.discard_timeout", "must be above 0"));
+    }
+    // A request head must hold a slot URL and a JWT, and fit the read buffer.
+    if !(1024..=64 * 1024).contains(&raw.max_header_size.0) {
+        return Err(invalid(
+            "limits.max_header_size",
+            "must be between 1 KiB and 64 KiB",
+        ));
+    }
+    Ok(Limits {
+        max_connections: raw.max_connections,
+        max_connections_per_client: raw.max_connections_per_client,
+        max_uploads: raw.max_uploads,
+        max_uploads_per_client: raw.max_uploads_per_client,
+        header_timeout: raw.header_timeout,
+        discard_timeout: raw.discard_timeout,
+        min_upload_rate: raw.min_upload_rate.0,
+        max_header_size: raw.max_header_size.0 as usize,
+        max_headers: raw.max_headers,
+        max_streams: raw.max_streams,
+    })
 }
 
 fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -446,6 +611,28 @@ mod tests {
     }
 
     #[test]
+    fn previous_secrets_have_an_end() {
+        let c = Config::parse(
+            "[[previous_secrets]]\nsecret_file = \"/etc/upslot/secret.old\"\nuntil = \"2027-01-31T12:00:00Z\"\n\
+             [[previous_secrets]]\nsecret = \"0123456789abcdef\"\nuntil = \"2027-01-01 00:00:00\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.previous_secrets,
+            [
+                PreviousSecret {
+                    source: SecretSource::File("/etc/upslot/secret.old".into()),
+                    until: 1_801_396_800,
+                },
+                PreviousSecret {
+                    source: SecretSource::Inline("0123456789abcdef".into()),
+                    until: 1_798_761_600,
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e = Config::parse("listen = \"127.0.0.1:1\"\nmax_filesize = 3\n").unwrap_err();
         assert!(e.to_string().contains("max_filesize"), "{e}");
@@ -471,6 +658,32 @@ mod tests {
             ("[tls]\nkey_file = \"/etc/k.pem\"", "tls.cert_file"),
             ("[tls]\ncert_file = \"\"\nkey_file = \"k\"", "tls.cert_file"),
             ("[tls]\ncertfile = \"c\"", "certfile"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            (
+                "[[previous_secrets]]\nsecret = \"0123456789abcdef\"\nuntil = \"soon\"",
+                "previous_secrets",
+            ),
+            (
+                "[[previous_secrets]]\nsecret = \"short\"\nuntil = \"2027-01-01T00:00:00Z\"",
+                "previous_secrets",
+            ),
+            (
+                "[[previous_secrets]]\nuntil = \"2027-01-01T00:00:00Z\"",
+                "previous_secrets",
+            ),
+            ("[limits]\nheader_timeout = \"0s\"", "limits.header_timeout"),
+            (
+                "[limits]\nmax_header_size = \"100\"",
+                "limits.max_header_size",
+            ),
+            ("[limits]\nmax_conections = 5", "max_conections"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[limits]\nheader_timeout = \"0s\"", "limits.header_timeout"),
+            (
+                "[limits]\nmax_header_size = \"100\"",
+                "limits.max_header_size",
+            ),
+            ("[limits]\nmax_conections = 5", "max_conections"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

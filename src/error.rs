@@ -8,9 +8,16 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::auth::AuthError;
 use crate::http::body::{self, Body};
 use crate::index::QuotaError;
-use crate::metrics::{outcome, quota_kind};
+use crate::metrics::{busy, outcome, quota_kind};
 use crate::path::PathError;
 use crate::store::CommitError;
+use crate::telemetry::Throttle;
+
+/// Seconds a client told 503 should wait before it tries again.
+pub const RETRY_AFTER: &str = "5";
+
+/// Requests that found no descriptor left come in floods: one line a minute.
+static NO_DESCRIPTORS: Throttle = Throttle::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -48,6 +55,12 @@ pub enum ApiError {
     UserQuota,
     #[error("shutting down")]
     ShuttingDown,
+    /// A cap or the descriptor limit was reached; carries the
+    /// `upslot_busy_rejections_total{reason}`. Worth retrying shortly.
+    #[error("busy, try again shortly")]
+    Busy(&'static str),
+    #[error("request header fields too large")]
+    HeadTooLarge,
     #[error("internal error")]
     Internal(#[source] io::Error),
 }
@@ -85,6 +98,8 @@ impl From<io::Error> for ApiError {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
                 ApiError::InsufficientStorage(quota_kind::DISK_FULL)
             }
+            // EMFILE, ENFILE: no descriptor left, for now (docs/limits.md).
+            _ if matches!(e.raw_os_error(), Some(23 | 24)) => ApiError::Busy(busy::DESCRIPTORS),
             _ => ApiError::Internal(e),
         }
     }
@@ -107,7 +122,8 @@ impl ApiError {
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,7 +145,9 @@ impl ApiError {
             | ApiError::LongBody
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
-            | ApiError::PreconditionFailed => outcome::BAD_REQUEST,
+            | ApiError::PreconditionFailed
+            | ApiError::HeadTooLarge => outcome::BAD_REQUEST,
+            ApiError::Busy(_) => outcome::BUSY,
             ApiError::ShuttingDown | ApiError::Internal(_) => outcome::ERROR,
         }
     }
@@ -144,8 +162,14 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        if let ApiError::Internal(e) = &self {
-            tracing::error!(error = %e, "internal error");
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            ApiError::Busy(busy::DESCRIPTORS) => {
+                if let Some(suppressed) = NO_DESCRIPTORS.ready() {
+                    tracing::warn!(suppressed, "no file descriptor left: answering 503");
+                }
+            }
+            _ => {}
         }
         let mut response = Response::new(body::full(self.to_string()));
         *response.status_mut() = self.status();
@@ -160,6 +184,9 @@ impl ApiError {
                     header::ALLOW,
                     HeaderValue::from_static(crate::http::cors::METHODS),
                 );
+            }
+            ApiError::Busy(_) | ApiError::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
             }
             // Whatever remains of the request body is not worth reading.
             ApiError::Timeout | ApiError::ShortBody | ApiError::LongBody => {

@@ -42,6 +42,8 @@ struct Inner {
     per_user: HashMap<String, u64>,
     reserved: u64,
     reserved_per_user: HashMap<String, u64>,
+    /// Stored files per JWT slot: a slot holds one file (docs/limits.md).
+    jwt_slots: HashMap<String, u32>,
 }
 
 #[derive(Debug)]
@@ -162,6 +164,11 @@ impl Index {
         self.lock().created.keys().next().copied()
     }
 
+    /// Whether a file uploaded with a JWT for `slot` is stored.
+    pub fn jwt_slot_taken(&self, slot: &str) -> bool {
+        self.lock().jwt_slots.contains_key(slot)
+    }
+
     pub fn user_bytes(&self, user: &str) -> u64 {
         self.lock().per_user.get(user).copied().unwrap_or(0)
     }
@@ -176,6 +183,9 @@ impl Inner {
         if let Some(user) = &meta.uploader {
             *self.per_user.entry(user.clone()).or_default() += meta.size;
         }
+        if let Some(slot) = meta.jwt_slot() {
+            *self.jwt_slots.entry(slot.to_owned()).or_default() += 1;
+        }
     }
 
     fn remove(&mut self, meta: &Meta) {
@@ -189,6 +199,14 @@ impl Inner {
         }
         if let Some(user) = &meta.uploader {
             release(&mut self.per_user, user, meta.size);
+        }
+        if let Some(slot) = meta.jwt_slot()
+            && let Some(count) = self.jwt_slots.get_mut(slot)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.jwt_slots.remove(slot);
+            }
         }
     }
 }

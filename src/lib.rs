@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod control;
 pub mod download;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod files;
 pub mod hints;
 pub mod http;
 pub mod index;
+pub mod limits;
 pub mod metrics;
 pub mod path;
 pub mod reaper;
@@ -54,8 +56,42 @@ pub enum StartError {
     },
     #[error("secret is unusable")]
     BadSecret,
+
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+}
+
+/// The slot verifier for `config`'s schemes, current secret and previous ones.
+fn verifier(config: &Config, secret: &Secret) -> Result<Verifier, StartError> {
+    let previous = secret::previous(config).map_err(StartError::Secret)?;
+    Verifier::new(secret.as_bytes(), &config.schemes)
+        .and_then(|v| v.with_previous(previous.iter().map(|(s, until)| (s.as_bytes(), *until))))
+        .map_err(|_| StartError::BadSecret)
+}
+
+/// Puts new secrets in effect without a restart: the current one and those
+/// from before a rotation (README, "Rotating the secret").
+#[derive(Clone)]
+pub struct SecretsReloader {
+    app: Arc<App>,
+}
+
+impl SecretsReloader {
+    /// Resolves the secrets that `config` names (as at start, but never
+    /// generating one) and swaps them in; the schemes stay as they were. On
+    /// an error the secrets in effect stay. Returns how many previous secrets
+    /// are still accepted now.
+    pub fn reload(&self, config: &Config) -> Result<usize, StartError> {
+        let secret = Secret::resolve(config, false).map_err(StartError::Secret)?;
+        let config = Config {
+            schemes: self.app.config.schemes.clone(),
+            ..config.clone()
+        };
+        let verifier = verifier(&config, &secret)?;
+        let previous = verifier.previous_in_effect(self.app.clock.unix());
+        self.app.set_verifier(verifier);
+        Ok(previous)
+    }
 }
 
 /// A ready-to-serve upslot: storage opened, secret resolved.
@@ -70,7 +106,8 @@ impl Service {
     /// Opens the data directory (clearing what interrupted uploads left, deleting
     /// what expired while the service was down, and indexing the rest) and resolves
     /// the secret, generating one on first start if none is configured.
-    pub fn open(config: Config, clock: SharedClock) -> Result<Service, StartError> {
+    pub fn open(mut config: Config, clock: SharedClock) -> Result<Service, StartError> {
+        limits::fit_descriptors(&mut config.limits);
         // First: a certificate that cannot be served should stop start-up before
         // anything is written.
         let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
@@ -89,8 +126,7 @@ impl Service {
             expired_deleted = swept,
             "storage opened"
         );
-        let verifier =
-            Verifier::new(secret.as_bytes(), &config.schemes).map_err(|_| StartError::BadSecret)?;
+        let verifier = verifier(&config, &secret)?;
         let now = clock.unix();
         let app = App::new(config, Arc::new(store), index, verifier, clock);
         app.metrics.expired_deleted.inc_by(swept);
@@ -180,6 +216,13 @@ impl Service {
     /// Swaps the public listener's certificate (SIGHUP, tests); `None` without `[tls]`.
     pub fn tls_reloader(&self) -> Option<tls::Reloader> {
         self.tls.as_ref().map(|tls| tls.reloader.clone())
+    }
+
+    /// Re-reads the secrets (SIGHUP) for the running service.
+    pub fn secrets_reloader(&self) -> SecretsReloader {
+        SecretsReloader {
+            app: Arc::clone(&self.app),
+        }
     }
 
     /// The shared state, for tests that look inside.

@@ -125,7 +125,7 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve { config } => serve(load(config.as_ref())?),
+        Command::Serve { config: path } => serve(load(path.as_ref())?, path),
         Command::Sign {
             config,
             scheme,
@@ -166,7 +166,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     upslot::telemetry::init(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -180,7 +180,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let service =
         upslot::Service::open(config, std::sync::Arc::new(SystemClock))?.with_admin(admin);
-    tokio::spawn(reload_on_hangup(hangup, service.tls_reloader()));
+    tokio::spawn(reload_on_hangup(
+        hangup,
+        path,
+        service.secrets_reloader(),
+        service.tls_reloader(),
+    ));
     let config = service.config();
     let base_url = hints::base_url(config, bound);
     match &service.secret().origin {
@@ -209,17 +214,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP reloads the certificate (certbot's deploy hook sends it). Registered
-/// even without `[tls]`, so that a stray HUP does not end the service.
-async fn reload_on_hangup(mut hangup: Signal, reloader: Option<upslot::tls::Reloader>) {
+/// SIGHUP re-reads the secrets (current and previous, from the configuration
+/// file, `UPSLOT_SECRET` or the files they name) and the certificate (certbot's
+/// deploy hook sends it). Any other change to the file needs a restart.
+async fn reload_on_hangup(
+    mut hangup: Signal,
+    path: Option<PathBuf>,
+    secrets: upslot::SecretsReloader,
+    tls: Option<upslot::tls::Reloader>,
+) {
     while hangup.recv().await.is_some() {
-        let Some(reloader) = reloader.clone() else {
-            tracing::info!("SIGHUP received; no [tls] certificate to reload");
-            continue;
-        };
-        tracing::info!("SIGHUP received: reloading the certificate");
-        // reload() reads files and logs its own outcome.
-        let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        tracing::info!("SIGHUP received: reloading the secrets and the certificate");
+        let path = path.clone();
+        let secrets = secrets.clone();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let config = load(path.as_ref())?;
+            Ok::<_, anyhow::Error>(secrets.reload(&config)?)
+        })
+        .await;
+        match reloaded {
+            Ok(Ok(previous)) => tracing::info!(previous, "secrets reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "secrets not reloaded; the old ones stay in effect")
+            }
+            Err(e) => tracing::error!(error = %e, "secrets not reloaded"),
+        }
+        if let Some(reloader) = tls.clone() {
+            // reload() reads files and logs its own outcome.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
     }
 }
 

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub reaper_last_run: Gauge,
     pub auth_failures: IntCounterVec,
     pub quota_rejections: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounterVec,
+    pub connections_closed: IntCounterVec,
+    pub busy_rejections: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -44,8 +48,9 @@ pub mod outcome {
     pub const BAD_REQUEST: &str = "bad_request";
     pub const ABORTED: &str = "aborted";
     pub const TIMEOUT: &str = "timeout";
+    pub const BUSY: &str = "busy";
     pub const ERROR: &str = "error";
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         CREATED,
         REFUSED,
         TOO_LARGE,
@@ -55,8 +60,17 @@ pub mod outcome {
         BAD_REQUEST,
         ABORTED,
         TIMEOUT,
+        BUSY,
         ERROR,
     ];
+}
+
+/// `upslot_busy_rejections_total{reason}`: why a request was answered 503.
+pub mod busy {
+    pub const TOTAL: &str = "total";
+    pub const PER_CLIENT: &str = "per_client";
+    pub const DESCRIPTORS: &str = "descriptors";
+    pub const ALL: [&str; 3] = [TOTAL, PER_CLIENT, DESCRIPTORS];
 }
 
 /// `upslot_quota_rejections_total{kind}`.
@@ -191,6 +205,29 @@ impl Metrics {
                 "Uploads refused for space, by kind.",
                 &["kind"],
             ),
+            connections_open: int_gauge(
+                &r,
+                "upslot_connections_open",
+                "Client connections open now, on every listener.",
+            ),
+            connections_refused: counter_vec(
+                &r,
+                "upslot_connections_refused_total",
+                "Connections closed at once, by the cap they would break.",
+                &["reason"],
+            ),
+            connections_closed: counter_vec(
+                &r,
+                "upslot_connections_closed_total",
+                "Connections that upslot closed: idle too long, evicted for room, or at shutdown.",
+                &["reason"],
+            ),
+            busy_rejections: counter_vec(
+                &r,
+                "upslot_busy_rejections_total",
+                "Requests answered 503: upload caps reached, or no file descriptor left.",
+                &["reason"],
+            ),
             registry: r,
         };
         // Series that dashboards and alerts rely on exist from the start, at 0.
@@ -199,6 +236,15 @@ impl Metrics {
         }
         for k in quota_kind::ALL {
             metrics.quota_rejections.with_label_values(&[k]);
+        }
+        for reason in ["total", "per_client"] {
+            metrics.connections_refused.with_label_values(&[reason]);
+        }
+        for reason in ["idle", "evicted", "shutdown"] {
+            metrics.connections_closed.with_label_values(&[reason]);
+        }
+        for reason in busy::ALL {
+            metrics.busy_rejections.with_label_values(&[reason]);
         }
         for status in ["200", "206", "304", "404", "416"] {
             metrics.downloads.with_label_values(&[status]);

@@ -14,6 +14,7 @@ use crate::http::body::{self, Body};
 use crate::http::cors;
 use crate::metrics::{self, outcome};
 use crate::path::SlotPath;
+use crate::telemetry;
 use crate::{download, upload};
 
 #[derive(Debug)]
@@ -60,23 +61,34 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let route = Route::parse(&method, req.uri().path(), &app.config.base_path);
+    let route = if head_size(&req) > app.config.limits.max_header_size {
+        Err(ApiError::HeadTooLarge)
+    } else {
+        Route::parse(&method, req.uri().path(), &app.config.base_path)
+    };
     let label = route.as_ref().map_or("invalid", Route::label);
+    let discard = app.config.limits.discard_timeout;
     let result = match route {
         Ok(Route::Upload(path)) => upload::put(app, req, path, peer).await,
         Ok(Route::Download { path, head }) => {
-            let parts = body::discard(req);
+            let parts = body::discard(req, discard);
             download::get(app, &parts.headers, path, head).await
         }
         Ok(Route::Preflight) => {
-            body::discard(req);
+            body::discard(req, discard);
             Ok(preflight())
         }
         Err(e) => {
-            body::discard(req);
+            body::discard(req, discard);
             Err(e)
         }
     };
+    if let Err(ApiError::Busy(reason)) = &result {
+        app.metrics
+            .busy_rejections
+            .with_label_values(&[reason])
+            .inc();
+    }
     if method == Method::PUT {
         let outcome = result
             .as_ref()
@@ -109,13 +121,29 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
         ])
         .observe(elapsed.as_secs_f64());
     tracing::info!(
-        method = %method,
+        method = %telemetry::clip(method.as_str(), METHOD_LOGGED),
         route = label,
         status,
         ms = elapsed.as_millis() as u64,
         "request"
     );
     response
+}
+
+/// Longest method name a log line carries: ours are at most 7 characters, and
+/// anything longer is a client's invention.
+const METHOD_LOGGED: usize = 16;
+
+/// The size of the request head as received, near enough: the request target
+/// and every header line (docs/limits.md).
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path().len()
+        + req.uri().query().map_or(0, str::len)
+        + 16;
+    req.headers().iter().fold(line, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    })
 }
 
 fn preflight() -> Response<Body> {

@@ -97,6 +97,32 @@ impl Secret {
     }
 }
 
+/// The secrets from before a rotation, with their ends (Unix seconds), in the
+/// order configured.
+pub fn previous(config: &Config) -> io::Result<Vec<(Secret, u64)>> {
+    config
+        .previous_secrets
+        .iter()
+        .map(|p| {
+            let secret = match &p.source {
+                SecretSource::Inline(text) => Secret::from_text(text.clone()),
+                SecretSource::File(path) => Secret {
+                    text: read(path)?,
+                    origin: Origin::File(path.clone()),
+                },
+                // Validation never makes one; nothing to read.
+                SecretSource::Generated => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "previous_secrets: an entry without a secret",
+                    ));
+                }
+            };
+            Ok((secret, p.until))
+        })
+        .collect()
+}
+
 fn read(path: &Path) -> io::Result<String> {
     let text = fs::read_to_string(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;

@@ -4,6 +4,8 @@
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
@@ -71,5 +73,57 @@ pub fn auth_failure(client: Option<IpAddr>, scheme: Option<Scheme>, error: AuthE
             reason = %error.label(),
             "authorization failed"
         ),
+    }
+}
+
+/// Lets a repeated warning through at most once a minute, and says how many
+/// were held back meanwhile: a flood (no descriptors left, say) must not bury
+/// the log or fill the disk.
+pub struct Throttle {
+    /// Unix seconds of the last line let through; 0 before the first.
+    last: AtomicU64,
+    held: AtomicU64,
+}
+
+const THROTTLE_INTERVAL: u64 = 60;
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            last: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back since the last line)` if a line may be written now.
+    pub fn ready(&self) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= THROTTLE_INTERVAL
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
+}
+
+/// A client-chosen string (a method, say) cut to `max` characters for a log line.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => s.into(),
+        Some((end, _)) => format!("{}…", &s[..end]).into(),
     }
 }

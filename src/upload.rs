@@ -7,6 +7,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -17,11 +18,12 @@ use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, spawn_blocking};
 
 use crate::app::{App, Claim};
-use crate::auth::{Grant, Presented, Verifier};
+use crate::auth::{Grant, Presented, Scheme, Verifier};
 use crate::client_ip::client_ip;
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
 use crate::index::{Index, Reservation};
+use crate::limits::Pass;
 use crate::metrics::{GaugeGuard, quota_kind};
 use crate::path::SlotPath;
 use crate::store::{CommitError, Key, META_MAX, Meta, Pending, Store};
@@ -48,11 +50,12 @@ pub async fn put(
     peer: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
     let _in_flight = GaugeGuard::new(&app.metrics.uploads_in_flight);
+    let discard = app.config.limits.discard_timeout;
     let (parts, incoming) = req.into_parts();
     let accepted = match accept(app, &parts, &path, peer) {
         Ok(accepted) => accepted,
         Err(e) => {
-            body::discard(Request::from_parts(parts, incoming));
+            body::discard(Request::from_parts(parts, incoming), discard);
             return Err(e);
         }
     };
@@ -62,6 +65,7 @@ pub async fn put(
         needed,
         reservation,
         claim,
+        _slot,
     } = accepted;
     let key = meta.key();
     let disk = Disk::of(app);
@@ -85,7 +89,7 @@ pub async fn put(
         let pending = match prepared.map_err(join_error).and_then(|p| p) {
             Ok(pending) => pending,
             Err(e) => {
-                body::discard(Request::from_parts(parts, incoming));
+                body::discard(Request::from_parts(parts, incoming), discard);
                 return Err(e);
             }
         };
@@ -109,6 +113,8 @@ struct Accepted {
     reservation: Reservation,
     /// Held until the file is committed or abandoned.
     claim: Claim,
+    /// This upload's place under `max_uploads` and `max_uploads_per_client`.
+    _slot: Pass,
 }
 
 /// Checks slot, size, path and quota from the request head alone.
@@ -129,7 +135,7 @@ fn accept(
         authorization: header_str(headers, header::AUTHORIZATION)?,
         now: app.clock.unix(),
     };
-    let grant = app.verifier.verify(&presented).inspect_err(|&e| {
+    let grant = app.verifier().verify(&presented).inspect_err(|&e| {
         let ip = app
             .config
             .failed_auth_ip
@@ -145,12 +151,25 @@ fn accept(
     if length > app.config.max_file_size {
         return Err(ApiError::TooLarge);
     }
+    let client = client_ip(peer, headers, &app.config.trusted_proxies);
+    let slot = app
+        .uploads
+        .enter(client, || false)
+        .map_err(|full| ApiError::Busy(full.label()))?;
     let key = Key::for_path(path.as_str());
     let now = app.clock.unix();
     if app.store.cached(&key).is_some_and(|m| !m.is_expired(now)) {
         return Err(ApiError::Exists);
     }
-    let claim = app.claim(key).ok_or(ApiError::Exists)?;
+    // A JWT slot holds one file, whatever its name: the XMPP server counted
+    // one upload when it issued the token (docs/limits.md).
+    let jwt_slot = (grant.scheme == Scheme::Jwt).then(|| path.first_segment());
+    let claim = app
+        .claim_both(key, jwt_slot.map(Key::for_slot))
+        .ok_or(ApiError::Exists)?;
+    if jwt_slot.is_some_and(|slot| app.index.jwt_slot_taken(slot)) {
+        return Err(ApiError::Exists);
+    }
     let meta = describe(app, path, &grant, content_type, now);
     // Path and name are most of the metadata, which the store must hold.
     let encoded = serde_json::to_vec(&meta).map_or(usize::MAX, |json| json.len());
@@ -167,6 +186,7 @@ fn accept(
         needed,
         reservation,
         claim,
+        _slot: slot,
     })
 }
 
@@ -388,15 +408,40 @@ async fn receive_small(
     Ok((pieces, hash))
 }
 
-/// Counts a body in as it arrives, holding it to its announced length.
+/// Counts a body in as it arrives, holding it to its announced length and to
+/// the minimum rate: after `idle_timeout` of grace, each second must have
+/// brought `limits.min_upload_rate` bytes on average, as Apache's
+/// mod_reqtimeout `MinRate` asks (docs/limits.md). A slow upload cannot hold its
+/// quota reservation and its place for ever.
 struct Received {
     length: u64,
     so_far: u64,
+    started: Instant,
 }
 
 impl Received {
     fn new(length: u64) -> Received {
-        Received { length, so_far: 0 }
+        Received {
+            length,
+            so_far: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// How long to wait for the next piece: the idle timeout, or less if the
+    /// minimum rate's deadline comes sooner.
+    fn patience(&self, app: &App) -> Result<Duration, ApiError> {
+        let idle = app.config.idle_timeout;
+        let rate = app.config.limits.min_upload_rate;
+        if rate == 0 {
+            return Ok(idle);
+        }
+        let earned = Duration::from_secs_f64(self.so_far as f64 / rate as f64);
+        let left = (idle + earned).saturating_sub(self.started.elapsed());
+        if left.is_zero() {
+            return Err(ApiError::Timeout);
+        }
+        Ok(left.min(idle))
     }
 
     /// The next piece of the body; `None` once exactly `length` bytes came.
@@ -406,7 +451,7 @@ impl Received {
         incoming: &mut Incoming,
     ) -> Result<Option<Bytes>, ApiError> {
         loop {
-            let frame = tokio::time::timeout(app.config.idle_timeout, incoming.frame())
+            let frame = tokio::time::timeout(self.patience(app)?, incoming.frame())
                 .await
                 .map_err(|_| ApiError::Timeout)?;
             let data = match frame {

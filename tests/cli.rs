@@ -294,3 +294,108 @@ fn sign_without_secret_explains() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no secret"));
 }
+
+/// Secret rotation without a restart: SIGHUP puts a new secret in effect and
+/// keeps the previous one until its end; the log never says which matched.
+#[tokio::test]
+async fn sighup_rotates_the_secret_without_downtime() {
+    const OLD: &str = "the-secret-before-rotation";
+    const NEW: &str = "the-secret-after-the-rotation";
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret.txt");
+    std::fs::write(&secret_file, format!("{OLD}\n")).unwrap();
+    let secret_line = format!("secret_file = \"{}\"\n", secret_file.display());
+    let config = write_config(dir.path(), &secret_line);
+    let running = serve(dir.path(), &["-c", &config]);
+    let put = |path: &str, secret: &str| {
+        let query =
+            upslot::auth::sign_query(upslot::auth::Scheme::V1, secret.as_bytes(), path, 5, None)
+                .unwrap();
+        let target = format!("/upload/{path}?{query}");
+        async move {
+            common::request(running.addr, Method::PUT, &target, &[], b"hello".to_vec())
+                .await
+                .status
+        }
+    };
+    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let hangup = |reloads: usize| {
+        let pid = running.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        for _ in 0..500 {
+            if log().matches("secrets reloaded").count() == reloads {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no reload logged:\n{}", log());
+    };
+    assert_eq!(put("a/1", OLD).await, StatusCode::CREATED);
+    assert_eq!(put("a/2", NEW).await, StatusCode::FORBIDDEN);
+
+    // The operator's steps: the old secret becomes a previous one, the new
+    // one takes its place, then SIGHUP (`systemctl reload upslot`).
+    let old_file = dir.path().join("secret.old");
+    std::fs::write(&old_file, format!("{OLD}\n")).unwrap();
+    std::fs::write(&secret_file, format!("{NEW}\n")).unwrap();
+    let previous = |until: &str| {
+        format!(
+            "{secret_line}[[previous_secrets]]\nsecret_file = \"{}\"\nuntil = \"{until}\"\n",
+            old_file.display()
+        )
+    };
+    write_config(dir.path(), &previous("2999-01-01T00:00:00Z"));
+    hangup(1);
+    assert_eq!(put("b/1", NEW).await, StatusCode::CREATED);
+    assert_eq!(put("b/2", OLD).await, StatusCode::CREATED);
+
+    // Its end passed: only the new secret is left.
+    write_config(dir.path(), &previous("2001-01-01T00:00:00Z"));
+    hangup(2);
+    assert_eq!(put("c/1", NEW).await, StatusCode::CREATED);
+    assert_eq!(put("c/2", OLD).await, StatusCode::FORBIDDEN);
+
+    // A bad file keeps the secrets in effect.
+    write_config(dir.path(), "secret = \"short\"\n");
+    let pid = running.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for _ in 0..500 {
+        if log().contains("secrets not reloaded") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(log().contains("secrets not reloaded"), "{}", log());
+    assert_eq!(put("d/1", NEW).await, StatusCode::CREATED);
+
+    let log = log();
+    for secret in [OLD, NEW] {
+        assert!(!log.contains(secret), "{log}");
+    }
+    // Accepted uploads' lines are alike, whichever secret signed them.
+    let created: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request") && l.contains("status=201"))
+        .collect();
+    assert_eq!(created.len(), 5, "{log}");
+    let shape = |l: &str| {
+        l.split_once(" INFO ")
+            .map(|(_, rest)| rest.split(" ms=").next().unwrap_or("").to_owned())
+    };
+    assert!(
+        created.iter().all(|l| shape(l) == shape(created[0])),
+        "{log}"
+    );
+}

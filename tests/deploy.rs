@@ -142,6 +142,7 @@ const DOCUMENTED_KEYS: &[&str] = &[
     "data_dir",
     "secret",
     "secret_file",
+    "previous_secrets",
     "schemes",
     "max_file_size",
     "retention",
@@ -153,6 +154,16 @@ const DOCUMENTED_KEYS: &[&str] = &[
     "idle_timeout",
     "quota.total",
     "quota.per_user",
+    "limits.max_connections",
+    "limits.max_connections_per_client",
+    "limits.max_uploads",
+    "limits.max_uploads_per_client",
+    "limits.header_timeout",
+    "limits.discard_timeout",
+    "limits.min_upload_rate",
+    "limits.max_header_size",
+    "limits.max_headers",
+    "limits.max_streams",
     "admin.listen",
     "cors.allow_origins",
     "log.format",
@@ -162,9 +173,15 @@ const DOCUMENTED_KEYS: &[&str] = &[
 ];
 
 /// Keys the example shows commented out: `secret` and `secret_file` exclude each
-/// other and the generated secret is the better default; `[tls]` is for running
-/// without a proxy.
-const COMMENTED_KEYS: &[&str] = &["secret", "secret_file", "tls.cert_file", "tls.key_file"];
+/// other and the generated secret is the better default; `previous_secrets` is
+/// for the weeks after a rotation; `[tls]` is for running without a proxy.
+const COMMENTED_KEYS: &[&str] = &[
+    "secret",
+    "secret_file",
+    "previous_secrets",
+    "tls.cert_file",
+    "tls.key_file",
+];
 
 /// The field names serde lists when `text` holds an unknown key.
 fn fields_in_error(text: &str) -> Option<Vec<String>> {
@@ -293,7 +310,7 @@ fn example_config_parses_and_names_every_key() {
     assert_eq!(config.trusted_proxies.len(), 2);
     let same = |c: &Config| {
         format!(
-            "{} {} {:?} {} {:?} {:?} {} {} {:?} {:?} {} {} {} {:?} {:?} {}",
+            "{} {} {:?} {} {:?} {:?} {} {} {:?} {:?} {} {} {} {:?} {:?} {} {:?}",
             c.listen,
             c.base_path,
             c.schemes,
@@ -309,7 +326,8 @@ fn example_config_parses_and_names_every_key() {
             c.admin_listen,
             c.allow_origins,
             c.log_format,
-            c.failed_auth_ip
+            c.failed_auth_ip,
+            c.limits
         )
     };
     assert_eq!(same(&config), same(&defaults));

@@ -493,3 +493,18 @@ async fn http2_serves_the_same_answers_as_http1() {
         assert_eq!(&h2.body[..], &bytes[want], "{range:?}");
     }
 }
+
+/// A bidi control in a file name reaches the client as a visible `_`, so the
+/// name cannot be shown reordered (`invoice<RLO>gpj.exe` as `invoiceexe.jpg`).
+#[tokio::test]
+async fn bidi_controls_in_names_are_shown_not_obeyed() {
+    let server = Server::start().await;
+    let name = "invoice\u{202E}gpj.exe";
+    server.upload(&format!("bidi/{name}"), b"MZ").await;
+    let r = server.get(&format!("bidi/{name}"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("content-disposition"),
+        Some("attachment; filename=\"invoice_gpj.exe\"; filename*=UTF-8''invoice_gpj.exe")
+    );
+}

@@ -13,6 +13,8 @@
 mod common;
 mod support_logs;
 
+use std::time::Duration;
+
 use http::{Method, StatusCode};
 use upslot::auth::Scheme;
 use upslot::path::SlotPath;
@@ -213,4 +215,26 @@ async fn unreadable_metadata_is_logged_without_its_contents() {
     for line in &log.lines {
         assert!(!line.contains("Zq9"), "file name leaked: {line}");
     }
+}
+
+/// A method is the client's to choose, and hyper takes any token: the log
+/// line carries at most 16 characters of it, not 10 KB.
+#[tokio::test]
+async fn a_long_method_is_cut_in_the_log() {
+    let running = start(Format::Text, Scenario::Untrusted);
+    let method = "M".repeat(10_000);
+    let head = format!("{method} /upload/a/b HTTP/1.1\r\nHost: t\r\n\r\n");
+    let answer = common::raw(running.addr, head.as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(common::raw_status(&answer), Some(405), "{answer}");
+    let log = running.stop(Format::Text);
+    let line = log
+        .with("request")
+        .into_iter()
+        .find(|l| l.contains("status=405"))
+        .unwrap_or_else(|| panic!("no request line:\n{}", log.dump()));
+    assert!(
+        line.contains(&format!("method={}…", "M".repeat(16))),
+        "{line}"
+    );
+    assert!(log.lines.iter().all(|l| l.len() < 1000), "{}", log.dump());
 }

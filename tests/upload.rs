@@ -442,3 +442,166 @@ async fn raw_put_head_helper_round_trips() {
     assert_eq!(r.status, 201, "{}", r.head);
     assert_eq!(&server.get("u1/raw.txt", &[]).await.body[..], b"hello");
 }
+
+/// Prosody counts one upload per JWT slot; a slot must not store more files,
+/// whatever their names (docs/limits.md).
+#[tokio::test]
+async fn a_jwt_slot_holds_one_file() {
+    let server = Server::start().await;
+    let running = &server;
+    let put = |path: &str, claims: JwtSlot| {
+        let server = running;
+        let auth = jwt(server, &claims);
+        let target = server.target(path);
+        async move {
+            server
+                .request(
+                    Method::PUT,
+                    &target,
+                    &[("authorization", &auth)],
+                    b"hello".to_vec(),
+                )
+                .await
+        }
+    };
+    let named = |name: &str| JwtSlot {
+        filename: Some(name.into()),
+        ..slot("j1", 5)
+    };
+    assert_eq!(
+        put("j1/f.txt", named("f.txt")).await.status,
+        StatusCode::CREATED
+    );
+    // Another name under the same slot: with the token's own name refused by
+    // the token, without one refused because the slot is used.
+    let r = put("j1/other.html", named("f.txt")).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (StatusCode::FORBIDDEN, "slot mismatch")
+    );
+    let r = put("j1/other.html", slot("j1", 5)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    let r = put("j1/x/y/z.svg", slot("j1", 5)).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (StatusCode::FORBIDDEN, "slot mismatch")
+    );
+    assert_eq!(uploads(&server).len(), 1);
+    // The slot stays used across a restart: the index is rebuilt from the store.
+    let (config, clock, dir) = server.stop().await;
+    let server = Server::start_with(config, clock, dir).await;
+    let auth = jwt(&server, &slot("j1", 5));
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target("j1/again.txt"),
+            &[("authorization", &auth)],
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    // Other slots are not affected.
+    let auth = jwt(&server, &slot("j2", 5));
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target("j2/g.txt"),
+            &[("authorization", &auth)],
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+/// Two uploads racing for one JWT slot under different names: one wins.
+#[tokio::test]
+async fn racing_names_in_one_jwt_slot_give_one_201() {
+    let server = Arc::new(Server::start().await);
+    let size = 200_000;
+    let mut racers = Vec::new();
+    for name in ["a.bin", "b.bin", "c.bin", "d.bin"] {
+        let server = Arc::clone(&server);
+        racers.push(tokio::spawn(async move {
+            let auth = jwt(&server, &slot("race", size as u64));
+            let mut raw = Raw::connect(server.addr).await;
+            let head = put_head(
+                &server.target(&format!("race/{name}")),
+                size as u64,
+                &[&format!("Authorization: {auth}")],
+            );
+            assert!(raw.send(&head).await);
+            // Half the body, a pause in which the others start, then the rest.
+            let data = body(size, 3);
+            let _ = raw.send(&data[..size / 2]).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let _ = raw.send(&data[size / 2..]).await;
+            raw.read_response().await.unwrap().status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409]);
+    assert_eq!(uploads(&server).len(), 1);
+}
+
+/// After a rotation, slots signed with the previous secret are accepted until
+/// its end, and not a second longer; the new secret works throughout.
+#[tokio::test]
+async fn a_previous_secret_is_accepted_until_its_end() {
+    const OLD: &str = "the-secret-before-rotation";
+    let server = Server::start_config(|c| {
+        c.previous_secrets = vec![upslot::config::PreviousSecret {
+            source: upslot::config::SecretSource::Inline(OLD.into()),
+            until: T0 + 3600,
+        }];
+    })
+    .await;
+    let put = |path: String, secret: &'static str| {
+        let query =
+            upslot::auth::sign_query(Scheme::V2, secret.as_bytes(), &path, 5, None).unwrap();
+        let target = format!("{}?{query}", server.target(&path));
+        let server = &server;
+        async move {
+            server
+                .request(Method::PUT, &target, &[], b"hello".to_vec())
+                .await
+                .status
+        }
+    };
+    let current = std::str::from_utf8(server.secret()).unwrap().to_owned();
+    let current: &'static str = current.leak();
+    assert_eq!(put("r/old".into(), OLD).await, StatusCode::CREATED);
+    assert_eq!(put("r/new".into(), current).await, StatusCode::CREATED);
+    assert_eq!(
+        put("r/other".into(), "neither-of-the-two-secrets").await,
+        StatusCode::FORBIDDEN
+    );
+    let claims = JwtSlot {
+        filename: Some("f.txt".into()),
+        ..slot("rj", 5)
+    };
+    let auth = format!("Bearer {}", sign_jwt(OLD.as_bytes(), &claims).unwrap());
+    let r = server
+        .request(
+            Method::PUT,
+            &server.target("rj/f.txt"),
+            &[("authorization", &auth)],
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    server.clock.set(T0 + 3600);
+    assert_eq!(put("r/old-late".into(), OLD).await, StatusCode::FORBIDDEN);
+    assert_eq!(put("r/new-late".into(), current).await, StatusCode::CREATED);
+    // Refusals say why, never which secret was tried.
+    let failures = server
+        .app
+        .metrics
+        .auth_failures
+        .with_label_values(&["v2", "signature"]);
+    assert_eq!(failures.get(), 2);
+}

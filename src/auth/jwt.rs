@@ -49,7 +49,17 @@ pub(super) fn verify(key: &DecodingKey, p: &Presented<'_>) -> Result<Grant, Auth
     if claims.exp < p.now {
         return Err(AuthError::Expired);
     }
-    if claims.slot != p.path.first_segment() {
+    // Prosody's URL is `<base>/<slot>/<filename>`, and a slot is for one file:
+    // no deeper paths, and the name is the one the token was issued for.
+    let (slot, name) = p
+        .path
+        .as_str()
+        .split_once('/')
+        .ok_or(AuthError::SlotMismatch)?;
+    if claims.slot != slot || name.contains('/') {
+        return Err(AuthError::SlotMismatch);
+    }
+    if claims.filename.as_deref().is_some_and(|f| f != name) {
         return Err(AuthError::SlotMismatch);
     }
     if claims.filesize != p.content_length {

@@ -122,11 +122,28 @@ impl AuthError {
     }
 }
 
-/// Checks slots against the shared secret.
+/// Checks slots against the shared secret, and against the secrets from
+/// before a rotation until their ends. Which one matched is not told: a grant
+/// is a grant.
 pub struct Verifier {
-    secret: Vec<u8>,
-    jwt_key: jsonwebtoken::DecodingKey,
+    current: Key,
+    previous: Vec<(Key, u64)>,
     schemes: Vec<Scheme>,
+}
+
+struct Key {
+    secret: Vec<u8>,
+    jwt: jsonwebtoken::DecodingKey,
+}
+
+impl Key {
+    fn new(secret: &[u8]) -> Result<Key, AuthError> {
+        Ok(Key {
+            secret: secret.to_vec(),
+            jwt: jsonwebtoken::DecodingKey::from_secret(secret)
+                .map_err(|_| AuthError::Malformed)?,
+        })
+    }
 }
 
 impl fmt::Debug for Verifier {
@@ -140,13 +157,31 @@ impl fmt::Debug for Verifier {
 impl Verifier {
     /// `secret` must not be empty (configuration guarantees at least 16 bytes).
     pub fn new(secret: &[u8], schemes: &[Scheme]) -> Result<Verifier, AuthError> {
-        let jwt_key =
-            jsonwebtoken::DecodingKey::from_secret(secret).map_err(|_| AuthError::Malformed)?;
         Ok(Verifier {
-            secret: secret.to_vec(),
-            jwt_key,
+            current: Key::new(secret)?,
+            previous: Vec::new(),
             schemes: schemes.to_vec(),
         })
+    }
+
+    /// Also accepts slots signed with each of `previous` before its end (Unix
+    /// seconds, exclusive).
+    pub fn with_previous<'a>(
+        mut self,
+        previous: impl IntoIterator<Item = (&'a [u8], u64)>,
+    ) -> Result<Verifier, AuthError> {
+        for (secret, until) in previous {
+            self.previous.push((Key::new(secret)?, until));
+        }
+        Ok(self)
+    }
+
+    /// Secrets from before a rotation that are still accepted at `now`.
+    pub fn previous_in_effect(&self, now: u64) -> usize {
+        self.previous
+            .iter()
+            .filter(|(_, until)| now < *until)
+            .count()
     }
 
     /// Which scheme a request claims to use, before any checking; `None` if no token.
@@ -162,9 +197,19 @@ impl Verifier {
         if !self.schemes.contains(&scheme) {
             return Err(AuthError::Disabled);
         }
-        match scheme {
-            Scheme::Jwt => jwt::verify(&self.jwt_key, p),
-            _ => query::verify(&self.secret, p),
+        let check = |key: &Key| match scheme {
+            Scheme::Jwt => jwt::verify(&key.jwt, p),
+            _ => query::verify(&key.secret, p),
+        };
+        let current = check(&self.current);
+        if current != Err(AuthError::SignatureMismatch) {
+            return current;
         }
+        self.previous
+            .iter()
+            .filter(|(_, until)| p.now < *until)
+            .map(|(key, _)| check(key))
+            .find(|r| *r != Err(AuthError::SignatureMismatch))
+            .unwrap_or(current)
     }
 }

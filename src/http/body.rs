@@ -44,30 +44,29 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// What a refused request may still send before the connection is given up.
 const DISCARD_LIMIT: u64 = 16 * 1024 * 1024;
-const DISCARD_IDLE: Duration = Duration::from_secs(5);
 
 /// Takes a request's body away to be read and thrown away, and returns the rest.
 ///
 /// Answering without reading the body and then closing the connection would reset
 /// it under a client or proxy still sending (nginx then turns a 409 into a 502).
-/// RFC 9112 §9.6 suggests reading on for a while instead; up to a limit, we do.
+/// RFC 9112 §9.6 suggests reading on for a while instead; up to `deadline` and
+/// a byte limit, we do, and then the body is dropped, which closes the
+/// connection (docs/limits.md: a client dripping a body cannot hold it).
 /// A client that asked `Expect: 100-continue` and got a final answer instead
 /// sends nothing more, and polling its body would invite it, so it is left alone.
-pub fn discard(request: Request<Incoming>) -> http::request::Parts {
+pub fn discard(request: Request<Incoming>, deadline: Duration) -> http::request::Parts {
     let (parts, mut incoming) = request.into_parts();
     if !expects_continue(&parts.headers) && !incoming.is_end_stream() {
-        tokio::spawn(async move {
+        tokio::spawn(tokio::time::timeout(deadline, async move {
             let mut left = DISCARD_LIMIT;
-            while let Ok(Some(Ok(frame))) =
-                tokio::time::timeout(DISCARD_IDLE, incoming.frame()).await
-            {
+            while let Some(Ok(frame)) = incoming.frame().await {
                 let n = frame.data_ref().map_or(0, |d| d.len() as u64);
                 left = left.saturating_sub(n);
                 if left == 0 {
                     break;
                 }
             }
-        });
+        }));
     }
     parts
 }

@@ -34,8 +34,25 @@ pub fn is_inline(content_type: &str) -> bool {
     }
 }
 
+/// Characters that reorder the text around them (Unicode bidi controls and
+/// marks): in a file name they can show `gpj.exe` as `exe.jpg`.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 pub fn content_disposition(file_name: &str, inline: bool) -> HeaderValue {
     let kind = if inline { "inline" } else { "attachment" };
+    // Shown, not obeyed: each control becomes a visible `_`.
+    let shown: String;
+    let file_name = if file_name.chars().any(is_bidi_control) {
+        shown = file_name
+            .chars()
+            .map(|c| if is_bidi_control(c) { '_' } else { c })
+            .collect();
+        &shown
+    } else {
+        file_name
+    };
     let fallback: String = file_name
         .chars()
         .map(|c| match c {
@@ -86,6 +103,24 @@ mod tests {
         assert_eq!(
             v.to_str().unwrap(),
             "inline; filename=\"Gr__e _1_ (2).jpg\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20%221%22%20%282%29.jpg"
+        );
+    }
+
+    #[test]
+    fn bidi_controls_cannot_reorder_the_name() {
+        for control in ['\u{202E}', '\u{2067}', '\u{200F}', '\u{061C}'] {
+            let v = content_disposition(&format!("invoice{control}gpj.exe"), false);
+            assert_eq!(
+                v.to_str().unwrap(),
+                "attachment; filename=\"invoice_gpj.exe\"; filename*=UTF-8''invoice_gpj.exe"
+            );
+        }
+        // Right-to-left text itself is a name like any other.
+        let v = content_disposition("שלום.txt", true);
+        assert!(
+            v.to_str()
+                .unwrap()
+                .ends_with("UTF-8''%D7%A9%D7%9C%D7%95%D7%9D.txt")
         );
     }
 

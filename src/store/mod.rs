@@ -29,6 +29,12 @@ impl Key {
         Key(Sha256::digest(signed_path.as_bytes()).into())
     }
 
+    /// The key that stands for a whole JWT slot while an upload holds it: no
+    /// signed path ends in `/`, so it names no file.
+    pub fn for_slot(slot: &str) -> Key {
+        Key(Sha256::digest(format!("{slot}/").as_bytes()).into())
+    }
+
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -81,6 +87,11 @@ impl Meta {
 
     pub fn is_expired(&self, now: u64) -> bool {
         now >= self.expires
+    }
+
+    /// The slot of a file uploaded with a JWT: its path's first segment.
+    pub fn jwt_slot(&self) -> Option<&str> {
+        (self.scheme == Scheme::Jwt).then(|| self.path.split('/').next().unwrap_or(""))
     }
 }
 

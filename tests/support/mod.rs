@@ -89,6 +89,16 @@ pub fn pending_files(data_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A TCP connection to `addr` from `source`.
+pub async fn connect_from(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 /// A response read off a raw connection.
 #[derive(Debug)]
 pub struct RawResponse {
@@ -120,6 +130,15 @@ impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
         Raw {
             stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects from `source` (any 127.0.0.0/8 address is this host's): a
+    /// client of its own, as far as per-client caps go.
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Raw {
+        Raw {
+            stream: connect_from(addr, source).await.unwrap(),
             buf: Vec::new(),
         }
     }
