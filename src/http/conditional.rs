@@ -1,11 +1,12 @@
 //! RFC 9110 §13.2.2: the order in which preconditions are evaluated, as one pure
 //! function of the request headers and the file's validators.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use headers::{ETag, HeaderMapExt, IfMatch, IfModifiedSince, IfNoneMatch, IfUnmodifiedSince};
-use http::HeaderMap;
-use http::header::IF_RANGE;
+use http::header::{IF_MATCH, IF_NONE_MATCH, IF_RANGE};
+use http::{HeaderMap, HeaderValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -19,6 +20,7 @@ pub enum Outcome {
 
 /// Evaluates the preconditions of a GET or HEAD request.
 pub fn evaluate(headers: &HeaderMap, etag: &ETag, last_modified: SystemTime) -> Outcome {
+    let headers = &*without_malformed_tags(headers);
     // Step 1-2: If-Match, or else If-Unmodified-Since.
     if let Some(if_match) = headers.typed_get::<IfMatch>() {
         if !if_match.precondition_passes(etag) {
@@ -52,12 +54,63 @@ pub fn evaluate(headers: &HeaderMap, etag: &ETag, last_modified: SystemTime) -> 
 fn if_range_matches(value: &str, etag: &ETag, last_modified: SystemTime) -> bool {
     let value = value.trim();
     if value.starts_with('"') {
-        return value.parse::<ETag>().is_ok_and(|tag| tag == *etag);
+        return !has_whitespace(value.as_bytes())
+            && value.parse::<ETag>().is_ok_and(|tag| tag == *etag);
     }
     if value.starts_with("W/") {
         return false;
     }
     httpdate::parse_http_date(value).is_ok_and(|date| date == last_modified)
+}
+
+/// An entity-tag holds no whitespace (§8.8.3), but a header value may, and
+/// `headers` 0.4 debug-asserts that it never meets one (a panic in debug builds).
+/// Such a tag is malformed and matches nothing, so it is left out of the list.
+fn without_malformed_tags(headers: &HeaderMap) -> Cow<'_, HeaderMap> {
+    let malformed = |v: &HeaderValue| elements(v.as_bytes()).any(has_whitespace);
+    let names = [IF_MATCH, IF_NONE_MATCH];
+    if !names
+        .iter()
+        .any(|n| headers.get_all(n).iter().any(malformed))
+    {
+        return Cow::Borrowed(headers);
+    }
+    let mut clean = headers.clone();
+    for name in names {
+        let values: Vec<HeaderValue> = clean.get_all(&name).iter().cloned().collect();
+        clean.remove(&name);
+        for value in values {
+            let kept: Vec<&[u8]> = elements(value.as_bytes())
+                .filter(|tag| !tag.is_empty() && !has_whitespace(tag))
+                .collect();
+            // None left: `"` is no tag, and a list of no tags matches nothing.
+            let joined = match kept.join(&b","[..]) {
+                list if list.is_empty() => b"\"".to_vec(),
+                list => list,
+            };
+            if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                clean.append(&name, value);
+            }
+        }
+    }
+    Cow::Owned(clean)
+}
+
+/// The trimmed elements of a list, split at commas outside quotes, as `headers` does.
+fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut in_quotes = false;
+    value
+        .split(move |b| {
+            if *b == b'"' {
+                in_quotes = !in_quotes;
+            }
+            *b == b',' && !in_quotes
+        })
+        .map(<[u8]>::trim_ascii)
+}
+
+fn has_whitespace(tag: &[u8]) -> bool {
+    tag.iter().any(|b| b.is_ascii_whitespace())
 }
 
 #[cfg(test)]
@@ -145,5 +198,24 @@ mod tests {
             no
         );
         assert_eq!(eval(&[("if-range", "garbage".into())]), no);
+        assert_eq!(eval(&[("if-range", "\"ab c\"".into())]), no);
+    }
+
+    #[test]
+    fn a_tag_with_whitespace_matches_nothing() {
+        // Found by fuzzing: `headers` debug-asserts on these instead.
+        assert_eq!(eval(&[("if-match", "W/\"a b\"".into())]), Outcome::Failed);
+        assert_eq!(eval(&[("if-match", "\"a\tb\", \"abc\"".into())]), GO);
+        assert_eq!(eval(&[("if-none-match", "\"ab c\"".into())]), GO);
+        assert_eq!(
+            eval(&[("if-none-match", "\"x y\", W/\"abc\"".into())]),
+            Outcome::NotModified
+        );
+        // A comma inside quotes is part of the tag, as `headers` reads it.
+        assert_eq!(eval(&[("if-match", "\"a, b\"".into())]), Outcome::Failed);
+        assert_eq!(
+            eval(&[("if-none-match", "\"a, b\",\"abc\"".into())]),
+            Outcome::NotModified
+        );
     }
 }
