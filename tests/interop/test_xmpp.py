@@ -13,8 +13,11 @@ One row per way of signing that is in use:
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import urllib.parse
+from urllib.parse import unquote
 from dataclasses import dataclass
 
 import pytest
@@ -165,6 +168,12 @@ def test_upload_download(request, aio, upslot, service, kind):
     if service.scheme == "jwt":
         assert slot.headers.get("Authorization", "").startswith("Bearer ")
         assert slot.put == slot.get
+        # Prosody binds the file name: its `filename` claim is the URL's last
+        # segment, decoded, which upslot holds it to (docs/limits.md).
+        claims = jwt_claims(slot)
+        assert claims["filename"] == name, claims
+        assert unquote(slot.put.rsplit("/", 1)[1]) == claims["filename"]
+        assert unquote(slot.put.rsplit("/", 2)[1]) == claims["slot"]
     else:
         assert slot.headers == {}
         assert slot.put.split("?")[0] == slot.get
@@ -205,9 +214,13 @@ def test_refusals(request, aio, service):
     resp = put(aio, tampered, body, "text/plain")
     assert resp.status == 403, (resp.status, resp.text())
     # Another path under the same token: the file name for v1/v2 (HMAC over the
-    # path), the slot segment for JWT (claim `slot`; the name is not bound).
+    # path), the slot segment for JWT (claim `slot`), and for JWT the file name
+    # too (claim `filename`).
     resp = put(aio, other_path(slot), body, "text/plain")
     assert resp.status == 403, (resp.status, resp.text())
+    if service.scheme == "jwt":
+        resp = put(aio, other_name(slot), body, "text/plain")
+        assert resp.status == 403, (resp.status, resp.text())
     # Nothing was stored by any of that.
     assert aio.run(http("GET", slot.get)).status == 404
     assert aio.run(http("GET", other_path(slot).get)).status == 404
@@ -220,6 +233,10 @@ def test_refusals(request, aio, service):
     # The slot still works, once.
     assert put(aio, slot, body, "text/plain").status == 201
     assert put(aio, slot, body, "text/plain").status == 409
+    if service.scheme == "jwt":
+        # One slot, one file: no second name, whatever the token says.
+        assert put(aio, other_name(slot), body, "text/plain").status in (403, 409)
+        assert aio.run(http("GET", other_name(slot).get)).status == 404
 
 
 def tamper(slot):
@@ -235,6 +252,22 @@ def tamper(slot):
         return Slot(slot.put, slot.get, {**slot.headers, "Authorization": token})
     url = slot.put
     return Slot(url[:-1] + flip(url[-1]), slot.get, dict(slot.headers))
+
+
+def jwt_claims(slot):
+    """The claims of a JWT slot's token, without checking it."""
+    token = slot.headers["Authorization"].split()[-1]
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def other_name(slot):
+    """The same JWT slot and token for another file name in that slot."""
+    from support import Slot
+
+    head, name = slot.put.rsplit("/", 1)
+    moved = f"{head}/other-{name}"
+    return Slot(moved, moved, dict(slot.headers))
 
 
 def other_path(slot):
