@@ -67,33 +67,33 @@ fn if_range_matches(value: &str, etag: &ETag, last_modified: SystemTime) -> bool
 /// `headers` 0.4 debug-asserts that it never meets one (a panic in debug builds).
 /// Such a tag is malformed and matches nothing, so it is left out of the list.
 fn without_malformed_tags(headers: &HeaderMap) -> Cow<'_, HeaderMap> {
-    let malformed = |v: &HeaderValue| elements(v.as_bytes()).any(has_whitespace);
-    let names = [IF_MATCH, IF_NONE_MATCH];
-    if !names
-        .iter()
-        .any(|n| headers.get_all(n).iter().any(malformed))
-    {
-        return Cow::Borrowed(headers);
-    }
-    let mut clean = headers.clone();
-    for name in names {
-        let values: Vec<HeaderValue> = clean.get_all(&name).iter().cloned().collect();
+    let mut clean: Option<HeaderMap> = None;
+    for name in [IF_MATCH, IF_NONE_MATCH] {
+        // Several lines are one list, joined as `headers` joins them.
+        let values: Vec<&[u8]> = headers
+            .get_all(&name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let list = values.join(&b", "[..]);
+        if !elements(&list).any(has_whitespace) {
+            continue;
+        }
+        let kept: Vec<&[u8]> = elements(&list)
+            .filter(|tag| !tag.is_empty() && !has_whitespace(tag))
+            .collect();
+        // None left: `"` is no tag, and a list of no tags matches nothing.
+        let kept = match kept.join(&b","[..]) {
+            list if list.is_empty() => b"\"".to_vec(),
+            list => list,
+        };
+        let clean = clean.get_or_insert_with(|| headers.clone());
         clean.remove(&name);
-        for value in values {
-            let kept: Vec<&[u8]> = elements(value.as_bytes())
-                .filter(|tag| !tag.is_empty() && !has_whitespace(tag))
-                .collect();
-            // None left: `"` is no tag, and a list of no tags matches nothing.
-            let joined = match kept.join(&b","[..]) {
-                list if list.is_empty() => b"\"".to_vec(),
-                list => list,
-            };
-            if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                clean.append(&name, value);
-            }
+        if let Ok(value) = HeaderValue::from_bytes(&kept) {
+            clean.insert(name, value);
         }
     }
-    Cow::Owned(clean)
+    clean.map_or(Cow::Borrowed(headers), Cow::Owned)
 }
 
 /// The trimmed elements of a list, split at commas outside quotes, as `headers` does.
@@ -217,5 +217,14 @@ mod tests {
             eval(&[("if-none-match", "\"a, b\",\"abc\"".into())]),
             Outcome::NotModified
         );
+        // Several lines are one list: a quote left open on one runs into the next.
+        let mut h = HeaderMap::new();
+        h.append("if-none-match", "\"x y\"".parse().unwrap());
+        h.append("if-none-match", "\"abc\"".parse().unwrap());
+        assert_eq!(evaluate(&h, &etag(), lm()), Outcome::NotModified);
+        let mut h = HeaderMap::new();
+        h.append("if-none-match", "\"x".parse().unwrap());
+        h.append("if-none-match", "\"abc\"".parse().unwrap());
+        assert_eq!(evaluate(&h, &etag(), lm()), GO);
     }
 }
