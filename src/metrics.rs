@@ -219,7 +219,7 @@ impl Metrics {
             connections_closed: counter_vec(
                 &r,
                 "upslot_connections_closed_total",
-                "Connections that upslot closed: idle too long, evicted for room, or at shutdown.",
+                "Connections that upslot closed: idle too long, evicted for room, at shutdown, or a response not read.",
                 &["reason"],
             ),
             busy_rejections: counter_vec(
@@ -240,7 +240,7 @@ impl Metrics {
         for reason in ["total", "per_client"] {
             metrics.connections_refused.with_label_values(&[reason]);
         }
-        for reason in ["idle", "evicted", "shutdown"] {
+        for reason in ["idle", "evicted", "shutdown", "stalled"] {
             metrics.connections_closed.with_label_values(&[reason]);
         }
         for reason in busy::ALL {

@@ -350,3 +350,27 @@ async fn oversized_heads_are_refused_with_431() {
     let answer = common::raw(server.addr, head.as_bytes(), Duration::from_secs(2)).await;
     assert_eq!(common::raw_status(&answer), Some(431), "{answer}");
 }
+
+#[tokio::test]
+async fn a_download_nobody_reads_is_given_up() {
+    let server = Server::start_config(|c| c.idle_timeout = Duration::from_secs(1)).await;
+    // More than loopback's socket buffers hold, so the sending must stall.
+    let big = body(32 * 1024 * 1024, 5);
+    server.upload("stall/big.bin", &big).await;
+    let mut raw = Raw::connect(server.addr).await;
+    assert!(
+        raw.send(b"GET /upload/stall/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+    );
+    // Never read: after a second without progress the connection goes.
+    let stalled = server
+        .app
+        .metrics
+        .connections_closed
+        .with_label_values(&["stalled"]);
+    wait_for("the stalled download given up", || stalled.get() == 1).await;
+    wait_for("the connection closed", || {
+        server.app.metrics.connections_open.get() == 0
+    })
+    .await;
+}
