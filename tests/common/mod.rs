@@ -229,8 +229,13 @@ pub fn set_stored_meta(body: &Path, meta: &[u8]) {
 /// unnamed (`O_TMPFILE`) uploads in progress, and deleted files still open. Only
 /// this process's, which is the server's in tests that start it in-process.
 pub fn unnamed_files(data_dir: &Path) -> Vec<PathBuf> {
+    unnamed_files_of("self", data_dir)
+}
+
+/// [`unnamed_files`] held open by the process `pid` (a number, or `self`).
+pub fn unnamed_files_of(pid: &str, data_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for fd in std::fs::read_dir("/proc/self/fd")
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
