@@ -85,7 +85,7 @@ pub fn delete(store: &dyn Store, paths: &[String]) -> io::Result<Vec<Meta>> {
     for path in paths {
         let key = Key::for_path(path);
         if let Some(meta) = store.meta(&key)?
-            && store.delete(&key)?
+            && store.erase(&key)?
         {
             removed.push(Meta::clone(&meta));
         }

@@ -310,6 +310,20 @@ impl Store for FsStore {
         removed
     }
 
+    /// The reaper's deletions need no directory fsync: an expired file that a
+    /// power loss brings back is still expired, and deleted again at start.
+    /// An erasure someone asked for must stay done.
+    fn erase(&self, key: &Key) -> io::Result<bool> {
+        let removed = self.delete(key)?;
+        if removed && self.fsync {
+            let body = self.body_path(key);
+            if let Some(shard) = body.parent() {
+                sync_dir(shard)?;
+            }
+        }
+        Ok(removed)
+    }
+
     fn forget(&self, key: &Key) {
         self.cache.remove(key);
     }

@@ -127,6 +127,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes body and metadata; true only for the one caller that removed the
     /// metadata, so that a file is never counted out twice.
     fn delete(&self, key: &Key) -> io::Result<bool>;
+    /// [`delete`](Self::delete), for an erasure someone asked for: once it
+    /// returns, the removal survives a power loss too (docs/durability.md).
+    fn erase(&self, key: &Key) -> io::Result<bool> {
+        self.delete(key)
+    }
     /// Drops what memory holds about `key`: another process changed it on disk.
     fn forget(&self, key: &Key);
     /// Bytes that unprivileged writers can still store.
