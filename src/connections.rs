@@ -1,8 +1,9 @@
 //! The open connections of one listener (docs/limits.md). Each is busy while a
 //! request of its is handled or its response is sent, and idle otherwise. Idle
-//! connections close after a timeout; when the listener is full, the one idle
-//! longest is closed to make room (as nginx reuses keep-alive connections); on
-//! shutdown, idle ones close at once and busy ones when they turn idle.
+//! connections close after a timeout, and so do ones whose responses the
+//! client stopped reading; when the listener is full, the one idle longest is
+//! closed to make room (as nginx reuses keep-alive connections); on shutdown,
+//! idle ones close at once and busy ones when they turn idle.
 
 use std::collections::HashMap;
 use std::io;
@@ -30,10 +31,14 @@ pub struct Connections {
 /// What the supervisor of one connection watches.
 pub struct Conn {
     epoch: Instant,
-    busy: AtomicU32,
+    /// Requests whose handler runs.
+    handling: AtomicU32,
+    /// Responses whose body is still being sent.
+    sending: AtomicU32,
     served: AtomicBool,
-    /// Milliseconds from `epoch` to when the connection last turned idle.
-    idle_since: AtomicU64,
+    /// Milliseconds from `epoch` to when the connection last turned idle or,
+    /// while it sends, last sent a piece of a response.
+    stamp: AtomicU64,
     evicted: AtomicBool,
     stopping: AtomicBool,
     wake: Notify,
@@ -59,9 +64,10 @@ impl Connections {
         let pass = self.gate.enter(peer, || self.evict_idle(1) == 1)?;
         let conn = Arc::new(Conn {
             epoch: self.epoch,
-            busy: AtomicU32::new(0),
+            handling: AtomicU32::new(0),
+            sending: AtomicU32::new(0),
             served: AtomicBool::new(false),
-            idle_since: AtomicU64::new(millis(self.epoch)),
+            stamp: AtomicU64::new(millis(self.epoch)),
             evicted: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             wake: Notify::new(),
@@ -84,7 +90,7 @@ impl Connections {
             .values()
             .filter(|c| c.is_idle() && !c.evicted.load(Ordering::Relaxed))
             .collect();
-        idle.sort_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        idle.sort_by_key(|c| c.stamp.load(Ordering::Relaxed));
         let mut evicted = 0;
         for conn in idle.into_iter().take(n) {
             conn.evicted.store(true, Ordering::Relaxed);
@@ -132,6 +138,9 @@ pub enum Close {
     Evicted,
     /// Shutting down and nothing in flight.
     Stopping,
+    /// Responses under way, and none of them sent a byte for the idle
+    /// timeout: the client stopped reading.
+    Stalled,
 }
 
 impl Close {
@@ -141,28 +150,35 @@ impl Close {
             Close::Idle => "idle",
             Close::Evicted => "evicted",
             Close::Stopping => "shutdown",
+            Close::Stalled => "stalled",
         }
     }
 }
 
 impl Conn {
-    /// Marks a request in flight until the guard is dropped.
+    /// Marks a request in flight until the guard is dropped or, with its
+    /// response, handed to a [`BusyBody`].
     pub fn busy(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.handling.fetch_add(1, Ordering::AcqRel);
         self.served.store(true, Ordering::Relaxed);
         Busy(Arc::clone(self))
     }
 
     pub fn is_idle(&self) -> bool {
-        self.busy.load(Ordering::Acquire) == 0
+        self.handling.load(Ordering::Acquire) == 0 && self.sending.load(Ordering::Acquire) == 0
     }
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    fn touch(&self) {
+        self.stamp.store(millis(self.epoch), Ordering::Relaxed);
+    }
+
     /// Whether to close now, and if not, until when the connection may stay as
-    /// it is (`None`: while busy, for as long as it takes).
+    /// it is (`None`: while a handler runs, for as long as it takes; its own
+    /// deadlines bound it).
     pub fn check(
         &self,
         header_timeout: Duration,
@@ -171,21 +187,22 @@ impl Conn {
         if self.evicted.load(Ordering::Relaxed) {
             return Err(Close::Evicted);
         }
-        if !self.is_idle() {
+        if self.handling.load(Ordering::Acquire) > 0 {
             return Ok(None);
         }
-        if self.stopping() {
+        let sending = self.sending.load(Ordering::Acquire) > 0;
+        if self.stopping() && !sending {
             return Err(Close::Stopping);
         }
-        let timeout = if self.served.load(Ordering::Relaxed) {
+        let timeout = if sending || self.served.load(Ordering::Relaxed) {
             idle_timeout
         } else {
             header_timeout
         };
-        let since = self.epoch + Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
+        let since = self.epoch + Duration::from_millis(self.stamp.load(Ordering::Relaxed));
         let deadline = since + timeout;
         if deadline <= Instant::now() {
-            return Err(Close::Idle);
+            return Err(if sending { Close::Stalled } else { Close::Idle });
         }
         Ok(Some(deadline))
     }
@@ -203,15 +220,29 @@ impl Conn {
     }
 }
 
-/// A response body that keeps its connection busy until it is sent or dropped.
+/// A response body that keeps its connection busy until it is sent or dropped,
+/// and notes each piece that goes out.
 pub struct BusyBody {
     body: Body,
-    _busy: Busy,
+    conn: Arc<Conn>,
 }
 
 impl BusyBody {
+    /// The handler is done: `busy` turns from handling into sending `body`.
     pub fn new(body: Body, busy: Busy) -> BusyBody {
-        BusyBody { body, _busy: busy }
+        let conn = Arc::clone(&busy.0);
+        conn.sending.fetch_add(1, Ordering::AcqRel);
+        conn.touch();
+        drop(busy);
+        BusyBody { body, conn }
+    }
+}
+
+impl Drop for BusyBody {
+    fn drop(&mut self) {
+        self.conn.touch();
+        self.conn.sending.fetch_sub(1, Ordering::AcqRel);
+        self.conn.wake.notify_one();
     }
 }
 
@@ -223,7 +254,11 @@ impl http_body::Body for BusyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.conn.touch();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -241,8 +276,9 @@ pub struct Busy(Arc<Conn>);
 impl Drop for Busy {
     fn drop(&mut self) {
         let conn = &self.0;
-        conn.idle_since.store(millis(conn.epoch), Ordering::Relaxed);
-        if conn.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+        conn.touch();
+        // The supervisor looks again: the connection may be idle, or sending.
+        if conn.handling.fetch_sub(1, Ordering::AcqRel) == 1 {
             conn.wake.notify_one();
         }
     }

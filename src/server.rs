@@ -116,8 +116,8 @@ where
                 Err(e) => {
                     // Out of descriptors, usually: idle connections give theirs
                     // back, and the loop backs off instead of spinning.
+                    // (Each is counted as evicted when it closes.)
                     let shed = connections.evict_idle(SHED_ON_EXHAUSTION);
-                    app.metrics.connections_closed.with_label_values(&[Close::Evicted.label()]).inc_by(shed as u64);
                     if let Some(suppressed) = ACCEPT_FAILED.ready() {
                         tracing::warn!(error = %e, shed, suppressed, "accept failed");
                     }
@@ -206,8 +206,8 @@ struct Timeouts {
 }
 
 /// Serves one connection (HTTP/1.1 or HTTP/2, whichever the client speaks) and
-/// closes it when `conn` says so: idle too long, evicted for room, or idle
-/// during shutdown. hyper has no idle timeout for HTTP/2, and its HTTP/1 one
+/// closes it when `conn` says so: idle too long, its responses not read,
+/// evicted for room, or idle during shutdown. hyper has no idle timeout for HTTP/2, and its HTTP/1 one
 /// starts only once it knows the protocol, so this watches both. Returns why
 /// it closed the connection, if it did.
 async fn serve_connection<I, S>(
