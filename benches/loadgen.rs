@@ -58,12 +58,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::http::{CHUNK, Load, Op, Target, load, pattern_block};
+use support::process::{Proc, free_port, wait_listening};
 use support::procfs::{filesystem_of, load_average, machine};
 use support::{
     GIB, KIB, MIB, env_list, env_or, env_positive, env_switches, median, on_off, parse_size,
@@ -206,109 +206,7 @@ impl Settings {
 }
 
 // ---------------------------------------------------------------------------
-// Processes.
-
-/// A child process stopped (SIGTERM, then SIGKILL after 5 s) when dropped,
-/// also while unwinding from a panic.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stderr: PathBuf,
-    stopped: bool,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command, log_dir: &Path) -> Proc {
-        let out = std::fs::File::create(log_dir.join(format!("{name}.stdout"))).expect("log file");
-        let stderr = log_dir.join(format!("{name}.stderr"));
-        let err = std::fs::File::create(&stderr).expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc {
-            name,
-            child,
-            stderr,
-            stopped: false,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            if !self.stopped {
-                // It died on its own: say how, before its directory goes.
-                let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                let tail = err.lines().rev().take(20).collect::<Vec<_>>();
-                eprintln!(
-                    "loadgen: {} exited on its own ({status}); its stderr ends:",
-                    self.name
-                );
-                for line in tail.iter().rev() {
-                    eprintln!("  {line}");
-                }
-                self.stopped = true;
-            }
-            return;
-        }
-        self.stopped = true;
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("loadgen: {} did not stop on SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A port nothing listens on now, below Linux's ephemeral range (32768 and up)
-/// so that no client connection of this run can take it before the server binds.
-fn free_port() -> u16 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let base = 20_000 + (std::process::id() as usize * 7) % 6000;
-    for _ in 0..6000 {
-        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between 20000 and 32000 on 127.0.0.1");
-}
-
-async fn wait_listening(addr: SocketAddr, proc: &mut Proc, log_dir: &Path) {
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            let err = std::fs::read_to_string(log_dir.join(format!("{}.stderr", proc.name)))
-                .unwrap_or_default();
-            panic!("{} exited ({status}) before listening:\n{err}", proc.name);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} is not listening on {addr} after 5 s", proc.name);
-}
+// The servers.
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -351,7 +249,7 @@ impl Server {
             Command::new(bin).arg("serve").arg("-c").arg(&path),
             dir,
         );
-        wait_listening(addr, &mut proc, dir).await;
+        wait_listening(addr, &mut proc).await;
         Server {
             kind: Kind::Upslot,
             addr,
@@ -396,7 +294,7 @@ impl Server {
                 .arg(dir.join("logs/error.log")),
             dir,
         );
-        wait_listening(addr, &mut proc, dir).await;
+        wait_listening(addr, &mut proc).await;
         Server {
             kind: Kind::Nginx,
             addr,

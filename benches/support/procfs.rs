@@ -1,4 +1,4 @@
-//! Readings from /proc: memory and thread counts, CPU time, read syscalls, the
+//! Readings from /proc: memory, thread and descriptor counts, CPU time, read syscalls, the
 //! filesystem under a path, the load average and what the machine is. Linux only, like the benches.
 
 use std::path::Path;
@@ -34,6 +34,12 @@ pub fn status(field: &str) -> Option<u64> {
 /// A size field of /proc/`pid`/status, in bytes.
 pub fn status_of(pid: u32, field: &str) -> Option<u64> {
     Some(status_raw_of(&pid.to_string(), field)? * 1024)
+}
+
+/// How many file descriptors process `pid` has open (entries of /proc/`pid`/fd).
+pub fn fd_count(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(dir.count() as u64)
 }
 
 /// Tracks the process's peak RSS across rows: VmHWM is reset to the current RSS
