@@ -14,7 +14,8 @@ const MAX_RANGES: usize = 16;
 pub enum Ranges {
     /// No usable Range: send everything with 200.
     Full,
-    /// 206 with these ranges, in request order, non-overlapping.
+    /// 206 with these ranges, in request order; at most one overlaps another
+    /// (http-range-header refuses more), so at most twice the file is sent.
     Partial(Vec<RangeInclusive<u64>>),
     /// 416 with `Content-Range: bytes */size`.
     Unsatisfiable,
