@@ -319,22 +319,16 @@ async fn sighup_rotates_the_secret_without_downtime() {
         }
     };
     let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
-    let hangup = |reloads: usize| {
-        let pid = running.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+    // SIGHUP, then wait until the log says `what` for the `times`th time.
+    let hangup = |what: &str, times: usize| {
+        common::send_signal(&running.child, "HUP");
         for _ in 0..500 {
-            if log().matches("secrets reloaded").count() == reloads {
+            if log().matches(what).count() == times {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("no reload logged:\n{}", log());
+        panic!("no {what:?} logged:\n{}", log());
     };
     assert_eq!(put("a/1", OLD).await, StatusCode::CREATED);
     assert_eq!(put("a/2", NEW).await, StatusCode::FORBIDDEN);
@@ -351,33 +345,19 @@ async fn sighup_rotates_the_secret_without_downtime() {
         )
     };
     write_config(dir.path(), &previous("2999-01-01T00:00:00Z"));
-    hangup(1);
+    hangup("secrets reloaded", 1);
     assert_eq!(put("b/1", NEW).await, StatusCode::CREATED);
     assert_eq!(put("b/2", OLD).await, StatusCode::CREATED);
 
     // Its end passed: only the new secret is left.
     write_config(dir.path(), &previous("2001-01-01T00:00:00Z"));
-    hangup(2);
+    hangup("secrets reloaded", 2);
     assert_eq!(put("c/1", NEW).await, StatusCode::CREATED);
     assert_eq!(put("c/2", OLD).await, StatusCode::FORBIDDEN);
 
     // A bad file keeps the secrets in effect.
     write_config(dir.path(), "secret = \"short\"\n");
-    let pid = running.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    for _ in 0..500 {
-        if log().contains("secrets not reloaded") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(log().contains("secrets not reloaded"), "{}", log());
+    hangup("secrets not reloaded", 1);
     assert_eq!(put("d/1", NEW).await, StatusCode::CREATED);
 
     let log = log();

@@ -91,14 +91,7 @@ impl Upslot {
 
     /// SIGTERM, then the exit; panics if it takes longer than `limit`.
     fn terminate(mut self, limit: Duration) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::send_signal(&self.child, "TERM");
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Some(status) = self.child.try_wait().unwrap() {

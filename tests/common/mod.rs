@@ -355,6 +355,15 @@ pub fn raw_status(answer: &str) -> Option<u16> {
     answer.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Sends `signal` (`TERM`, `HUP`, ...) to the process we started.
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {}", child.id());
+}
+
 /// Whether an operator tool is here; without it the test is skipped, except in
 /// CI (`CI` set), where .ci/run installs it and its absence is a failure.
 pub fn have_tool(tool: &str) -> bool {
