@@ -230,7 +230,8 @@ struct Server {
 }
 
 impl Server {
-    async fn upslot(bin: &Path, dir: &Path, fsync: bool) -> Server {
+    /// `clients`: the concurrency the row drives, which `[limits]` must allow.
+    async fn upslot(bin: &Path, dir: &Path, fsync: bool, clients: usize) -> Server {
         std::fs::create_dir_all(dir).expect("upslot directory");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
@@ -239,8 +240,9 @@ impl Server {
         let config = format!(
             "listen = \"{addr}\"\nbase_path = \"/upload/\"\ndata_dir = \"{}\"\nsecret = \"{SECRET}\"\n\
              schemes = [\"v1\"]\nmax_file_size = \"4 GiB\"\nmin_free_space = \"0\"\nfsync = {fsync}\n\
-             [quota]\ntotal = \"0\"\nper_user = \"0\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
-            dir.join("data").display()
+             [quota]\ntotal = \"0\"\nper_user = \"0\"\n{limits}[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            dir.join("data").display(),
+            limits = support::limits_toml(clients),
         );
         let path = dir.join("upslot.toml");
         std::fs::write(&path, config).expect("upslot config");
@@ -670,7 +672,7 @@ async fn run(settings: Settings) -> bool {
                 if fsync { "fsync" } else { "nofsync" }
             ));
             let servers = [
-                Server::upslot(&settings.bin, &dir.join("upslot"), fsync).await,
+                Server::upslot(&settings.bin, &dir.join("upslot"), fsync, conc).await,
                 Server::nginx(&settings.nginx, &dir.join("nginx"), &settings.nginx_workers).await,
             ];
             let new_row = |op| Row {

@@ -202,18 +202,6 @@ impl Settings {
     }
 }
 
-/// Every client here is 127.0.0.1, so per-address caps would cap the whole
-/// load: they go up to the totals, and the totals to what this many clients (and
-/// their racing PUTs) hold at once. Timeouts and the minimum rate stay as they are.
-fn limits_section(clients: usize) -> String {
-    let connections = (4 * clients).max(1024);
-    let uploads = (2 * clients).max(128);
-    format!(
-        "[limits]\nmax_connections = {connections}\nmax_connections_per_client = {connections}\n\
-         max_uploads = {uploads}\nmax_uploads_per_client = {uploads}\n"
-    )
-}
-
 /// Writes the server's configuration to `<dir>/upslot.toml`, with `[limits]` if
 /// this binary knows it; returns the path and what was done about limits.
 fn write_config(
@@ -231,7 +219,7 @@ fn write_config(
         admin.port(),
     );
     let path = dir.join("upslot.toml");
-    let limits = limits_section(s.clients);
+    let limits = support::limits_toml(s.clients);
     std::fs::write(&path, format!("{base}{limits}")).expect("upslot config");
     let check = Command::new(&s.bin)
         .arg("check-config")

@@ -93,6 +93,7 @@ impl Server {
             min_free_space: 0,
             quota_total: 0,
             quota_per_user: 0,
+            limits: support::limits(CONCURRENCY[CONCURRENCY.len() - 1]),
             ..defaults
         };
         let base_path = config.base_path.clone();

@@ -86,13 +86,14 @@ impl Connections {
     /// how many. Connections already told to close are not counted again.
     pub fn evict_idle(&self, n: usize) -> usize {
         let open = self.lock();
-        let mut idle: Vec<&Arc<Conn>> = open
-            .values()
-            .filter(|c| c.is_idle() && !c.evicted.load(Ordering::Relaxed))
+        let mut idle: Vec<(&u64, &Arc<Conn>)> = open
+            .iter()
+            .filter(|(_, c)| c.is_idle() && !c.evicted.load(Ordering::Relaxed))
             .collect();
-        idle.sort_by_key(|c| c.stamp.load(Ordering::Relaxed));
+        // Stamps are in milliseconds: the older connection first among equals.
+        idle.sort_by_key(|(id, c)| (c.stamp.load(Ordering::Relaxed), **id));
         let mut evicted = 0;
-        for conn in idle.into_iter().take(n) {
+        for (_, conn) in idle.into_iter().take(n) {
             conn.evicted.store(true, Ordering::Relaxed);
             conn.wake.notify_one();
             evicted += 1;
@@ -176,19 +177,33 @@ impl Conn {
         self.stamp.store(millis(self.epoch), Ordering::Relaxed);
     }
 
-    /// Whether to close now, and if not, until when the connection may stay as
-    /// it is (`None`: while a handler runs, for as long as it takes; its own
-    /// deadlines bound it).
+    /// A request or response ended: during shutdown the connection may now
+    /// close, and its supervisor must look at once.
+    fn done(&self) {
+        if self.stopping() && self.is_idle() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether to close now, and if not, when to look again. Nothing wakes the
+    /// supervisor when a request starts or ends (that would cost every request
+    /// a turn of its loop): it looks again before any deadline that requests
+    /// to come could set (none is sooner than now plus the shorter timeout),
+    /// and the stamp tells it whether the connection was idle all that time.
+    /// Only eviction and shutdown wake it early.
     pub fn check(
         &self,
         header_timeout: Duration,
         idle_timeout: Duration,
-    ) -> Result<Option<Instant>, Close> {
+    ) -> Result<Instant, Close> {
         if self.evicted.load(Ordering::Relaxed) {
             return Err(Close::Evicted);
         }
+        let now = Instant::now();
+        let horizon = now + header_timeout.min(idle_timeout);
+        // A handler's own deadlines bound it; look again later.
         if self.handling.load(Ordering::Acquire) > 0 {
-            return Ok(None);
+            return Ok(horizon);
         }
         let sending = self.sending.load(Ordering::Acquire) > 0;
         if self.stopping() && !sending {
@@ -201,13 +216,14 @@ impl Conn {
         };
         let since = self.epoch + Duration::from_millis(self.stamp.load(Ordering::Relaxed));
         let deadline = since + timeout;
-        if deadline <= Instant::now() {
+        if deadline <= now {
             return Err(if sending { Close::Stalled } else { Close::Idle });
         }
-        Ok(Some(deadline))
+        Ok(deadline.min(horizon))
     }
 
-    /// Resolves when something may have changed: turned idle, evicted, stopping.
+    /// Resolves when the supervisor must look at once: evicted, stopping, or
+    /// turned idle while stopping.
     pub async fn changed(&self) {
         self.wake.notified().await;
     }
@@ -242,7 +258,7 @@ impl Drop for BusyBody {
     fn drop(&mut self) {
         self.conn.touch();
         self.conn.sending.fetch_sub(1, Ordering::AcqRel);
-        self.conn.wake.notify_one();
+        self.conn.done();
     }
 }
 
@@ -277,10 +293,8 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let conn = &self.0;
         conn.touch();
-        // The supervisor looks again: the connection may be idle, or sending.
-        if conn.handling.fetch_sub(1, Ordering::AcqRel) == 1 {
-            conn.wake.notify_one();
-        }
+        conn.handling.fetch_sub(1, Ordering::AcqRel);
+        conn.done();
     }
 }
 

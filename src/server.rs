@@ -244,12 +244,6 @@ where
             connection.as_mut().graceful_shutdown();
             draining = true;
         }
-        let expiry = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             served = connection.as_mut() => {
                 if let Err(e) = served {
@@ -258,7 +252,7 @@ where
                 return None;
             }
             () = conn.changed() => {}
-            () = expiry => {}
+            () = tokio::time::sleep_until(deadline.into()) => {}
         }
     }
 }

@@ -193,3 +193,33 @@ pub fn rate(n: u64, d: Duration) -> String {
 pub fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
+
+// ---------------------------------------------------------------------------
+// Limits for one address that stands for many clients.
+
+/// Every bench client is 127.0.0.1, so per-address caps would cap the whole
+/// load: they go up to the totals, and the totals to what this many clients
+/// (and their racing PUTs) hold at once. Timeouts and the minimum rate stay as
+/// they are. As `[limits]` TOML, for a server run from its binary.
+pub fn limits_toml(clients: usize) -> String {
+    let l = limits(clients);
+    format!(
+        "[limits]\nmax_connections = {c}\nmax_connections_per_client = {c}\n\
+         max_uploads = {u}\nmax_uploads_per_client = {u}\n",
+        c = l.max_connections,
+        u = l.max_uploads
+    )
+}
+
+/// [`limits_toml`] for a server run in this process.
+pub fn limits(clients: usize) -> upslot::config::Limits {
+    let connections = (4 * clients).max(1024);
+    let uploads = (2 * clients).max(128);
+    upslot::config::Limits {
+        max_connections: connections,
+        max_connections_per_client: connections,
+        max_uploads: uploads,
+        max_uploads_per_client: uploads,
+        ..upslot::config::Config::default().limits
+    }
+}
