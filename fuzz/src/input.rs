@@ -12,6 +12,33 @@ pub fn text(field: &[u8]) -> Option<&str> {
     std::str::from_utf8(field).ok()
 }
 
+/// The fields a slot check starts with: a request path below `/upload/` (the
+/// input is skipped unless it parses), a token, a size and a content type; the
+/// rest are left in the iterator for the caller.
+pub struct Slot<'a> {
+    pub path: upslot::path::SlotPath,
+    pub token: Option<&'a str>,
+    pub size: u64,
+    pub content_type: Option<&'a str>,
+}
+
+pub fn slot<'a>(f: &mut impl Iterator<Item = &'a [u8]>) -> Option<Slot<'a>> {
+    let path = upslot::path::SlotPath::parse(f.next().and_then(text)?, "/upload/").ok()?;
+    let token = f.next().and_then(text);
+    let size = f
+        .next()
+        .and_then(text)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_type = f.next().and_then(text);
+    Some(Slot {
+        path,
+        token,
+        size,
+        content_type,
+    })
+}
+
 /// Lines of the form `name: value`; those that are not a valid header are skipped,
 /// as hyper would never hand them to us.
 pub fn headers<'a>(lines: impl Iterator<Item = &'a [u8]>) -> HeaderMap {

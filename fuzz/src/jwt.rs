@@ -8,7 +8,7 @@
 use upslot::auth::{AuthError, JwtSlot, Presented, Scheme, Verifier, sign_jwt};
 use upslot::path::SlotPath;
 
-use crate::input::{fields, text};
+use crate::input::{Slot, fields, slot, text};
 use crate::query_token::SECRET;
 
 const OTHER_SECRET: &[u8] = b"xep0363-test-secreT";
@@ -16,20 +16,16 @@ const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 
 pub fn check(data: &[u8]) {
     let mut f = fields(data);
-    let Some(Ok(path)) = f
-        .next()
-        .and_then(text)
-        .map(|raw| SlotPath::parse(raw, "/upload/"))
+    let Some(Slot {
+        path,
+        token: authorization,
+        size,
+        content_type,
+    }) = slot(&mut f)
     else {
         return;
     };
-    let authorization = f.next().and_then(text);
-    let size = f
-        .next()
-        .and_then(text)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let content_type = f.next().and_then(text).filter(|t| !t.is_empty());
+    let content_type = content_type.filter(|t| !t.is_empty());
     let now = f
         .next()
         .and_then(text)

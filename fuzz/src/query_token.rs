@@ -6,9 +6,8 @@
 //! is accepted, and refused once the size or the signed type changes.
 
 use upslot::auth::{AuthError, Presented, Scheme, Verifier, sign_query};
-use upslot::path::SlotPath;
 
-use crate::input::{fields, text};
+use crate::input::{Slot, fields, slot};
 
 pub const SECRET: &[u8] = b"xep0363-test-secret";
 const OTHER_SECRET: &[u8] = b"xep0363-test-secreT";
@@ -16,20 +15,15 @@ const DEFAULT_TYPE: &str = "application/octet-stream";
 
 pub fn check(data: &[u8]) {
     let mut f = fields(data);
-    let Some(Ok(path)) = f
-        .next()
-        .and_then(text)
-        .map(|raw| SlotPath::parse(raw, "/upload/"))
+    let Some(Slot {
+        path,
+        token: query,
+        size,
+        content_type,
+    }) = slot(&mut f)
     else {
         return;
     };
-    let query = f.next().and_then(text);
-    let size = f
-        .next()
-        .and_then(text)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let content_type = f.next().and_then(text);
     let p = Presented {
         path: &path,
         query,
