@@ -98,8 +98,14 @@ impl From<io::Error> for ApiError {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
                 ApiError::InsufficientStorage(quota_kind::DISK_FULL)
             }
-            // EMFILE, ENFILE: no descriptor left, for now (docs/limits.md).
-            _ if matches!(e.raw_os_error(), Some(23 | 24)) => ApiError::Busy(busy::DESCRIPTORS),
+            // No descriptor left, for now (docs/limits.md).
+            _ if matches!(
+                rustix::io::Errno::from_io_error(&e),
+                Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+            ) =>
+            {
+                ApiError::Busy(busy::DESCRIPTORS)
+            }
             _ => ApiError::Internal(e),
         }
     }

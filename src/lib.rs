@@ -56,7 +56,6 @@ pub enum StartError {
     },
     #[error("secret is unusable")]
     BadSecret,
-
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }

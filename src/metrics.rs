@@ -65,7 +65,8 @@ pub mod outcome {
     ];
 }
 
-/// `upslot_busy_rejections_total{reason}`: why a request was answered 503.
+/// `upslot_busy_rejections_total{reason}`: why a request was answered 503;
+/// `TOTAL` and `PER_CLIENT` also label `upslot_connections_refused_total`.
 pub mod busy {
     pub const TOTAL: &str = "total";
     pub const PER_CLIENT: &str = "per_client";
@@ -237,7 +238,7 @@ impl Metrics {
         for k in quota_kind::ALL {
             metrics.quota_rejections.with_label_values(&[k]);
         }
-        for reason in ["total", "per_client"] {
+        for reason in [busy::TOTAL, busy::PER_CLIENT] {
             metrics.connections_refused.with_label_values(&[reason]);
         }
         for reason in ["idle", "evicted", "shutdown", "stalled"] {
