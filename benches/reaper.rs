@@ -176,18 +176,18 @@ fn meta_of(i: u64, expired: u64) -> Meta {
 /// Writes files 0..n through `FsStore` (fsync off) on `threads` threads.
 fn populate(dir: &Path, n: u64, expired: u64, threads: usize, progress: bool) -> Duration {
     let started = Instant::now();
-    let store = FsStore::open(dir, false).expect("open the store to populate");
+    let store = FsStore::open(dir, false, 0).expect("open the store to populate");
     let done = AtomicU64::new(0);
+    let runtime = tokio::runtime::Handle::current();
     std::thread::scope(|s| {
         for t in 0..threads as u64 {
-            let (store, done) = (&store, &done);
+            let (store, done, runtime) = (&store, &done, &runtime);
             s.spawn(move || {
                 let mut i = t;
                 while i < n {
                     let meta = meta_of(i, expired);
-                    let mut pending = store.create(&meta.key()).expect("create");
-                    pending.write(&body_of(i)).expect("write");
-                    pending.commit(&meta).expect("commit");
+                    let body = vec![Bytes::copy_from_slice(&body_of(i))];
+                    runtime.block_on(store.put(&meta, body)).expect("store");
                     let total = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if progress && total % (n / 10).max(1) == 0 {
                         eprintln!(
@@ -253,6 +253,10 @@ struct Server {
 }
 
 impl Server {
+    async fn usage(&self) -> upslot::index::Usage {
+        self.app.catalog.index.stats().await.expect("stats").usage
+    }
+
     /// Opens (timed) and serves the data directory `dir`.
     async fn start(dir: &Path) -> (Server, Duration) {
         let defaults = Config::default();
@@ -271,7 +275,9 @@ impl Server {
         let clock = ManualClock::at(T0);
         let started = Instant::now();
         let service = tokio::task::block_in_place(|| {
-            upslot::Service::open(config, Arc::clone(&clock) as _).expect("open upslot")
+            tokio::runtime::Handle::current()
+                .block_on(upslot::Service::open(config, Arc::clone(&clock) as _))
+                .expect("open upslot")
         });
         let opened = started.elapsed();
         let app = Arc::clone(service.app());
@@ -487,7 +493,7 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
                 populate(dir, SMALL_N, expired, settings.threads, false) + sync_to_disk(dir)
             });
             let (server, open) = Server::start(dir).await;
-            assert_eq!(server.app.index.usage().files, SMALL_N);
+            assert_eq!(server.usage().await.files, SMALL_N);
             let idle = idle_passes(&server.app, SMALL_N).await;
             server.stop().await;
             eprintln!("  comparison directory of {SMALL_N} files done");
@@ -513,11 +519,11 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
     // alone; Service::open below does it again, then reads every metadata file.
     let store_open = tokio::task::block_in_place(|| {
         let t = Instant::now();
-        drop(FsStore::open(big, false).expect("open the store"));
+        drop(FsStore::open(big, false, 0).expect("open the store"));
         t.elapsed()
     });
     let (server, open) = Server::start(big).await;
-    let usage = server.app.index.usage();
+    let usage = server.usage().await;
     assert_eq!(usage.files, settings.files, "open swept or missed files");
     eprintln!("  opened in {:.1} s; idle passes", open.as_secs_f64());
     let idle = idle_passes(&server.app, settings.files).await;
@@ -570,7 +576,7 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
     );
 
     assert_eq!(deleted, settings.expired, "files deleted by the reap");
-    let usage_after = server.app.index.usage().files;
+    let usage_after = server.usage().await.files;
     assert_eq!(usage_after, settings.files - settings.expired);
     // A sample of each kind, spread over the whole range.
     let expired_sample = sample(0..settings.expired);
@@ -601,7 +607,7 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
     drop(sender);
     server.stop().await;
     let peak_rss = support::procfs::status("VmHWM:");
-    let take_due = tokio::task::block_in_place(|| take_due_hold(settings.files, settings.expired));
+    let take_due = take_due_hold(settings.files, settings.expired).await;
 
     Report {
         fs,
@@ -630,19 +636,16 @@ async fn run(settings: &Settings, big: &Path, small: Option<&Path>) -> Report {
 /// How long the reaper holds the index lock per batch: an index like the
 /// service's (N entries, E of them due), emptied of its due entries by
 /// `take_due(now, 256)` as a pass does. Returns (calls, median, max).
-fn take_due_hold(n: u64, e: u64) -> (usize, Duration, Duration) {
-    let index = Arc::new(upslot::index::Index::new(0, 0));
+async fn take_due_hold(n: u64, e: u64) -> (usize, Duration, Duration) {
+    use upslot::index::Index;
+    let index = upslot::index::LocalIndex::new(0, 0);
     for i in 0..n {
-        let meta = meta_of(i, e);
-        index
-            .reserve(meta.size, meta.uploader.as_deref())
-            .expect("no quota")
-            .commit(&meta);
+        index.adopt(meta_of(i, e)).await.expect("adopt");
     }
     let mut times = Vec::new();
     loop {
         let t = Instant::now();
-        let due = index.take_due(T + 60, 256);
+        let due = index.take_due(T + 60, 256).await.expect("take due");
         times.push(t.elapsed());
         if due.is_empty() {
             break;

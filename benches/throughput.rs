@@ -97,7 +97,9 @@ impl Server {
             ..defaults
         };
         let base_path = config.base_path.clone();
-        let service = upslot::Service::open(config, Arc::new(SystemClock)).expect("open upslot");
+        let service = upslot::Service::open(config, Arc::new(SystemClock))
+            .await
+            .expect("open upslot");
         Server {
             serving: Serving::start(service).await,
             base_path,

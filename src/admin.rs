@@ -1,7 +1,8 @@
 //! The admin listener (`[admin] listen`, never the public one): `/metrics` for
 //! Prometheus, `/healthz` (the process answers) and `/readyz` (it can do its job:
-//! it is not shutting down, the data directory takes writes, free space is above
-//! the watermark, and the reaper has run recently).
+//! it is not shutting down, the store takes uploads (for the file system: the
+//! data directory takes writes, free space is above the watermark), the index
+//! answers, and the reaper has run recently).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,11 +10,9 @@ use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use tokio::task::spawn_blocking;
 
 use crate::app::App;
 use crate::http::body::{self, Body};
-use crate::store::Key;
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, _peer: IpAddr) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -22,9 +21,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _peer: IpAddr) -> Res
     let mut response = match req.uri().path() {
         "/metrics" => {
             let now = app.clock.unix();
-            let body = app
-                .metrics
-                .render(app.index.usage(), app.index.oldest_created(), now);
+            // Without the index's figures, the rest is still worth scraping.
+            let stats = app.catalog.index.stats().await.ok().unwrap_or_default();
+            let body = app.metrics.render(stats.usage, stats.oldest_created, now);
             let mut r = text(StatusCode::OK, body);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -70,29 +69,11 @@ async fn problems(app: &Arc<App>) -> Vec<String> {
     if app.stopping.load(std::sync::atomic::Ordering::Relaxed) {
         problems.push("shutting down".to_owned());
     }
-    let store = Arc::clone(&app.store);
-    let min_free = app.config.min_free_space;
-    let disk = spawn_blocking(move || {
-        // A real pending upload, dropped at once: proves tmp/ takes new files.
-        let probe = Key::for_path(&format!("readyz/{:016x}", rand::random::<u64>()));
-        let writable = store.create(&probe).map(drop);
-        (writable, store.available_space())
-    })
-    .await;
-    match disk {
-        Ok((writable, free)) => {
-            if let Err(e) = writable {
-                problems.push(format!("data directory not writable ({e})"));
-            }
-            match free {
-                Ok(free) if free < min_free => {
-                    problems.push(format!("free space {free} below min_free_space {min_free}"));
-                }
-                Ok(_) => {}
-                Err(e) => problems.push(format!("free space unknown ({e})")),
-            }
-        }
-        Err(e) => problems.push(format!("disk check failed ({e})")),
+    if let Some(problem) = app.catalog.store.check().await {
+        problems.push(problem);
+    }
+    if let Some(problem) = app.catalog.index.check().await {
+        problems.push(problem);
     }
     let last = app
         .reaper_heartbeat

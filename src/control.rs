@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::index::Index;
-use crate::store::{Meta, Store};
+use crate::store::Meta;
 
 /// Largest message accepted: a JSON list of metadata.
 const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
@@ -26,11 +26,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Binds the socket (replacing a stale one: the data-dir lock says no other
 /// service owns it) and serves it until the task is dropped.
-pub fn listen(
-    data_dir: &Path,
-    index: Arc<Index>,
-    store: Arc<dyn Store>,
-) -> io::Result<tokio::task::JoinHandle<()>> {
+pub fn listen(data_dir: &Path, index: Arc<dyn Index>) -> io::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(data_dir);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -46,7 +42,6 @@ pub fn listen(
                 continue;
             };
             let index = Arc::clone(&index);
-            let store = Arc::clone(&store);
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
@@ -56,8 +51,8 @@ pub fn listen(
                     Ok(Ok(_)) => match serde_json::from_str::<Vec<Meta>>(&line) {
                         Ok(removed) => {
                             for meta in &removed {
-                                store.forget(&meta.key());
-                                index.removed(meta);
+                                // Only that file: a newer one may hold the path by now.
+                                let _ = index.remove(&meta.key(), Some(meta)).await;
                             }
                             tracing::info!(
                                 files = removed.len(),

@@ -1,15 +1,13 @@
-//! GET and HEAD: open the file, decide what to send (preconditions, then ranges),
-//! then render that decision into a response. HEAD gets exactly GET's headers.
+//! GET and HEAD: look the file up in the index, decide what to send
+//! (preconditions, then ranges), render that decision into a response, and
+//! only then, for a body, go to the store. HEAD gets exactly GET's headers,
+//! and neither it nor a 304, 412 or 416 touches the store.
 
-use std::fs::File;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use headers::{ETag, HeaderMapExt, LastModified};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use prometheus::IntCounter;
-use tokio::task::spawn_blocking;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -36,7 +34,12 @@ pub async fn get(
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     let key = Key::for_path(path.as_str());
-    let (meta, file) = open(app, key).await?.ok_or(ApiError::NotFound)?;
+    let meta = app
+        .catalog
+        .index
+        .get(&key)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let now = app.clock.unix();
     if meta.is_expired(now) {
         return Err(ApiError::NotFound);
@@ -55,28 +58,22 @@ pub async fn get(
             }
         }
     };
-    let mut response = render(decision, &meta, file, &app.metrics.download_bytes);
+    let (mut response, segments) = render(decision, &meta);
     let headers = response.headers_mut();
     headers.typed_insert(etag);
     headers.typed_insert(LastModified::from(last_modified));
     headers.insert(header::CACHE_CONTROL, cache_control(meta.expires - now));
-    if head {
-        *response.body_mut() = body::empty();
+    if !head && !segments.is_empty() {
+        let body = app
+            .catalog
+            .store
+            .read(&meta, segments)
+            .await?
+            // Deleted since the index was asked.
+            .ok_or(ApiError::NotFound)?;
+        *response.body_mut() = body::counted(body, app.metrics.download_bytes.clone());
     }
     Ok(response)
-}
-
-/// A file met recently (its metadata is cached) is opened in place: its directory
-/// entries are in memory, so this does not wait for the disk, and it saves the
-/// blocking pool's hand-off, which costs more than the open. Others go there.
-async fn open(app: &App, key: Key) -> Result<Option<(Arc<Meta>, File)>, ApiError> {
-    if let Some(meta) = app.store.cached(&key) {
-        return Ok(app.store.open_body(&key)?.map(|file| (meta, file)));
-    }
-    let store = Arc::clone(&app.store);
-    Ok(spawn_blocking(move || store.open(&key))
-        .await
-        .map_err(|e| ApiError::Internal(std::io::Error::other(e)))??)
 }
 
 /// A strong validator from the content hash: bodies never change once stored.
@@ -93,7 +90,9 @@ fn cache_control(remaining: u64) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
 }
 
-fn render(decision: Decision, meta: &Meta, file: File, sent: &IntCounter) -> Response<Body> {
+/// The response for `decision`, with an empty body, and the pieces its body is
+/// to be made of.
+fn render(decision: Decision, meta: &Meta) -> (Response<Body>, Vec<Segment>) {
     let size = meta.size;
     let mut response = Response::new(body::empty());
     let content_type = HeaderValue::from_str(&meta.content_type)
@@ -103,17 +102,17 @@ fn render(decision: Decision, meta: &Meta, file: File, sent: &IntCounter) -> Res
     match decision {
         Decision::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
-            return response;
+            return (response, Vec::new());
         }
         Decision::Failed => {
             *response.status_mut() = StatusCode::PRECONDITION_FAILED;
-            return response;
+            return (response, Vec::new());
         }
         Decision::Unsatisfiable => {
             headers.insert(header::CONTENT_RANGE, content_range(None, size));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            return response;
+            return (response, Vec::new());
         }
         Decision::Full | Decision::Partial(_) => {}
     }
@@ -130,7 +129,7 @@ fn render(decision: Decision, meta: &Meta, file: File, sent: &IntCounter) -> Res
             );
             headers.insert(header::CONTENT_TYPE, content_type);
             let len = end - start + 1;
-            let segments = vec![Segment::File { offset: start, len }];
+            let segments = vec![Segment::Stored { offset: start, len }];
             (StatusCode::PARTIAL_CONTENT, segments, len)
         }
         Decision::Partial(ranges) => {
@@ -144,7 +143,7 @@ fn render(decision: Decision, meta: &Meta, file: File, sent: &IntCounter) -> Res
         }
         _ => {
             headers.insert(header::CONTENT_TYPE, content_type);
-            let segments = vec![Segment::File {
+            let segments = vec![Segment::Stored {
                 offset: 0,
                 len: size,
             }];
@@ -153,8 +152,7 @@ fn render(decision: Decision, meta: &Meta, file: File, sent: &IntCounter) -> Res
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     *response.status_mut() = status;
-    *response.body_mut() = body::segments(file, segments, sent.clone());
-    response
+    (response, segments)
 }
 
 fn content_range(range: Option<(u64, u64)>, size: u64) -> HeaderValue {
@@ -183,7 +181,7 @@ fn multipart(
         );
         length += head.len() as u64 + (end - start + 1);
         segments.push(Segment::Bytes(Bytes::from(head)));
-        segments.push(Segment::File {
+        segments.push(Segment::Stored {
             offset: start,
             len: end - start + 1,
         });

@@ -6,11 +6,12 @@ use std::io;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::AuthError;
+use crate::catalog::RemoveError;
 use crate::http::body::{self, Body};
-use crate::index::QuotaError;
+use crate::index::{IndexError, QuotaError};
 use crate::metrics::{busy, outcome, quota_kind};
 use crate::path::PathError;
-use crate::store::CommitError;
+use crate::store::{CommitError, CreateError, StoreError};
 use crate::telemetry::Throttle;
 
 /// Seconds a client told 503 should wait before it tries again.
@@ -18,6 +19,8 @@ pub const RETRY_AFTER: &str = "5";
 
 /// Requests that found no descriptor left come in floods: one line a minute.
 static NO_DESCRIPTORS: Throttle = Throttle::new();
+/// So do requests while the index or the store cannot be reached.
+static UNAVAILABLE: Throttle = Throttle::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -61,6 +64,9 @@ pub enum ApiError {
     Busy(&'static str),
     #[error("request header fields too large")]
     HeadTooLarge,
+    /// The index or the store cannot be reached; names which, and why.
+    #[error("{0} unavailable, try again shortly")]
+    Unavailable(&'static str, String),
     #[error("internal error")]
     Internal(#[source] io::Error),
 }
@@ -79,6 +85,43 @@ impl From<QuotaError> for ApiError {
         match e {
             QuotaError::Total => ApiError::InsufficientStorage(quota_kind::TOTAL),
             QuotaError::User => ApiError::UserQuota,
+        }
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Exists => ApiError::Exists,
+            IndexError::Quota(q) => q.into(),
+            IndexError::Unavailable(why) => ApiError::Unavailable("index", why),
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::NoSpace => ApiError::InsufficientStorage(quota_kind::FREE_SPACE),
+            CreateError::Io(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Create(e) => e.into(),
+            StoreError::Commit(e) => e.into(),
+        }
+    }
+}
+
+impl From<RemoveError> for ApiError {
+    fn from(e: RemoveError) -> Self {
+        match e {
+            RemoveError::Index(e) => e.into(),
+            RemoveError::Bytes(e) => e.into(),
         }
     }
 }
@@ -128,7 +171,9 @@ impl ApiError {
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::ShuttingDown | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::Busy(_) | ApiError::Unavailable(..) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,7 +199,9 @@ impl ApiError {
             | ApiError::PreconditionFailed
             | ApiError::HeadTooLarge => outcome::BAD_REQUEST,
             ApiError::Busy(_) => outcome::BUSY,
-            ApiError::ShuttingDown | ApiError::Internal(_) => outcome::ERROR,
+            ApiError::ShuttingDown | ApiError::Unavailable(..) | ApiError::Internal(_) => {
+                outcome::ERROR
+            }
         }
     }
 
@@ -170,6 +217,11 @@ impl ApiError {
     pub fn into_response(self) -> Response<Body> {
         match &self {
             ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            ApiError::Unavailable(what, why) => {
+                if let Some(suppressed) = UNAVAILABLE.ready() {
+                    tracing::warn!(suppressed, error = %why, "{what} unavailable: answering 503");
+                }
+            }
             ApiError::Busy(busy::DESCRIPTORS) => {
                 if let Some(suppressed) = NO_DESCRIPTORS.ready() {
                     tracing::warn!(suppressed, "no file descriptor left: answering 503");
@@ -191,7 +243,7 @@ impl ApiError {
                     HeaderValue::from_static(crate::http::cors::METHODS),
                 );
             }
-            ApiError::Busy(_) | ApiError::ShuttingDown => {
+            ApiError::Busy(_) | ApiError::ShuttingDown | ApiError::Unavailable(..) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
             }
             // Whatever remains of the request body is not worth reading.

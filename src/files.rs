@@ -1,7 +1,8 @@
 //! The data-subject tools behind `upslot files`: list, show, export and delete
-//! files, by path or by uploader. They read and delete on disk directly, so they
-//! take effect at once whether or not the service runs; a running service hears of
-//! deletions through [`crate::control`] so that its usage and quotas follow.
+//! files, by path or by uploader. They act on the store and index directly, so
+//! they take effect at once whether or not the service runs. With an embedded
+//! index the command holds its own copy, read from the store; a running service
+//! hears of deletions through [`crate::control`] so that its index follows.
 
 use std::io;
 use std::path::Path;
@@ -10,8 +11,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
+use crate::catalog::{Catalog, RemoveError};
+use crate::index::{Index, IndexError};
 use crate::path::SlotPath;
-use crate::store::{Key, Meta, Store};
+use crate::store::{Key, Meta};
 
 /// Which uploads `--user` finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,25 +71,27 @@ pub fn signed_path(arg: &str, base_path: &str) -> Result<String, String> {
 }
 
 /// Every file, or every file of `user`, oldest first.
-pub fn list(store: &dyn Store, user: Option<&str>, how: Match) -> io::Result<Vec<Meta>> {
-    let mut files = Vec::new();
-    store.for_each(&mut |meta| {
-        if user.is_none_or(|jid| belongs_to(&meta, jid, how)) {
-            files.push(meta);
-        }
-    })?;
+pub async fn list(
+    index: &dyn Index,
+    user: Option<&str>,
+    how: Match,
+) -> Result<Vec<Meta>, IndexError> {
+    let mut files: Vec<Meta> = index
+        .list()
+        .await?
+        .into_iter()
+        .filter(|meta| user.is_none_or(|jid| belongs_to(meta, jid, how)))
+        .map(|meta| Meta::clone(&meta))
+        .collect();
     files.sort_by(|a, b| (a.created, &a.path).cmp(&(b.created, &b.path)));
     Ok(files)
 }
 
 /// Deletes the files at `paths`; returns the metadata of those it removed.
-pub fn delete(store: &dyn Store, paths: &[String]) -> io::Result<Vec<Meta>> {
+pub async fn delete(catalog: &Catalog, paths: &[String]) -> Result<Vec<Meta>, RemoveError> {
     let mut removed = Vec::new();
     for path in paths {
-        let key = Key::for_path(path);
-        if let Some(meta) = store.meta(&key)?
-            && store.erase(&key)?
-        {
+        if let Some(meta) = catalog.erase(&Key::for_path(path)).await? {
             removed.push(Meta::clone(&meta));
         }
     }
@@ -152,15 +157,15 @@ pub fn table(files: &[Meta]) -> String {
     out
 }
 
-/// `files delete`: removes on disk, then tells a running service. The second
-/// value says whether one was running and heard; its error, that telling it
-/// failed, after the files were already gone.
-pub fn delete_and_notify(
-    store: &dyn Store,
+/// `files delete` on an embedded index: removes from the store, then tells a
+/// running service. The second value says whether one was running and heard;
+/// its error, that telling it failed, after the files were already gone.
+pub async fn delete_and_notify(
+    catalog: &Catalog,
     data_dir: &Path,
     paths: &[String],
-) -> io::Result<(Vec<Meta>, io::Result<bool>)> {
-    let removed = delete(store, paths)?;
+) -> Result<(Vec<Meta>, io::Result<bool>), RemoveError> {
+    let removed = delete(catalog, paths).await?;
     let told = if removed.is_empty() {
         Ok(false)
     } else {

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
@@ -39,9 +40,10 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::auth::Verifier;
+use crate::catalog::Catalog;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::index::Index;
+use crate::index::LocalIndex;
 use crate::secret::Secret;
 use crate::store::FsStore;
 
@@ -54,6 +56,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error("index: {0}")]
+    Index(#[source] catalog::RemoveError),
     #[error("secret is unusable")]
     BadSecret,
     #[error(transparent)]
@@ -105,7 +109,7 @@ impl Service {
     /// Opens the data directory (clearing what interrupted uploads left, deleting
     /// what expired while the service was down, and indexing the rest) and resolves
     /// the secret, generating one on first start if none is configured.
-    pub fn open(mut config: Config, clock: SharedClock) -> Result<Service, StartError> {
+    pub async fn open(mut config: Config, clock: SharedClock) -> Result<Service, StartError> {
         limits::fit_descriptors(&mut config.limits);
         // First: a certificate that cannot be served should stop start-up before
         // anything is written.
@@ -115,10 +119,20 @@ impl Service {
             path: config.data_dir.clone(),
             source,
         };
-        let store = FsStore::open(&config.data_dir, config.fsync).map_err(store_error)?;
-        let index = Arc::new(Index::new(config.quota_total, config.quota_per_user));
-        let swept = reaper::sweep_at_start(&store, &index, clock.unix()).map_err(store_error)?;
-        let usage = index.usage();
+        let store = FsStore::open(&config.data_dir, config.fsync, config.min_free_space)
+            .map_err(store_error)?;
+        let index = LocalIndex::new(config.quota_total, config.quota_per_user);
+        let catalog = Catalog::new(Arc::new(store), Arc::new(index));
+        let swept = catalog.load(clock.unix()).await.map_err(|e| match e {
+            catalog::RemoveError::Bytes(source) => store_error(source),
+            e => StartError::Index(e),
+        })?;
+        let usage = catalog
+            .index
+            .stats()
+            .await
+            .map_err(|e| StartError::Index(e.into()))?
+            .usage;
         tracing::info!(
             files = usage.files,
             bytes = usage.bytes,
@@ -127,7 +141,7 @@ impl Service {
         );
         let verifier = verifier(&config, &secret)?;
         let now = clock.unix();
-        let app = App::new(config, Arc::new(store), index, verifier, clock);
+        let app = App::new(config, catalog, verifier, clock);
         app.metrics.expired_deleted.inc_by(swept);
         // The sweep was a full pass: readiness need not wait for the reaper task's first.
         app.reaper_heartbeat
@@ -157,8 +171,7 @@ impl Service {
     ) -> io::Result<()> {
         let control = control::listen(
             &self.app.config.data_dir,
-            Arc::clone(&self.app.index),
-            Arc::clone(&self.app.store),
+            Arc::clone(&self.app.catalog.index),
         )
             .inspect_err(|e| {
                 tracing::warn!(error = %e, "no control socket: `upslot files delete` will show in usage after a restart");

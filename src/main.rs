@@ -178,8 +178,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let admin_bound = admin.local_addr()?;
     let shutdown = shutdown_signal()?;
     let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let service =
-        upslot::Service::open(config, std::sync::Arc::new(SystemClock))?.with_admin(admin);
+    let service = upslot::Service::open(config, std::sync::Arc::new(SystemClock))
+        .await?
+        .with_admin(admin);
     tokio::spawn(reload_on_hangup(
         hangup,
         path,
@@ -322,9 +323,16 @@ fn sign(
     Ok(())
 }
 
-fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
+#[tokio::main(flavor = "current_thread")]
+async fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use upslot::catalog::Catalog;
     use upslot::files;
+    use upslot::index::LocalIndex;
     let store = upslot::store::FsStore::attach(&config.data_dir)?;
+    let catalog = Catalog::new(Arc::new(store), Arc::new(LocalIndex::new(0, 0)));
+    catalog.adopt_all().await?;
+    let index = &*catalog.index;
     let mut out = std::io::stdout().lock();
     match action {
         FilesAction::List {
@@ -332,7 +340,7 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
             by_node,
             json,
         } => {
-            let list = files::list(&store, user.as_deref(), by_node.matching())?;
+            let list = files::list(index, user.as_deref(), by_node.matching()).await?;
             if json {
                 let list: Vec<files::ExportedFile> = list.iter().map(Into::into).collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
@@ -343,14 +351,14 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
         FilesAction::Show { path } => {
             let path = files::signed_path(&path, &config.base_path).map_err(anyhow::Error::msg)?;
             let key = upslot::store::Key::for_path(&path);
-            let Some(meta) = upslot::store::Store::meta(&store, &key)? else {
+            let Some(meta) = index.get(&key).await? else {
                 bail!("no file at {path}");
             };
             let shown = files::ExportedFile::from(&*meta);
             writeln!(out, "{}", serde_json::to_string_pretty(&shown)?)?;
         }
         FilesAction::Export { user, by_node } => {
-            let list = files::list(&store, Some(&user), by_node.matching())?;
+            let list = files::list(index, Some(&user), by_node.matching()).await?;
             let export = files::Export {
                 user: &user,
                 exported_at: files::rfc3339(SystemClock.unix()),
@@ -364,7 +372,8 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
             paths,
         } => {
             let paths = match user {
-                Some(user) => files::list(&store, Some(&user), by_node.matching())?
+                Some(user) => files::list(index, Some(&user), by_node.matching())
+                    .await?
                     .into_iter()
                     .map(|m| m.path)
                     .collect(),
@@ -374,7 +383,8 @@ fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(anyhow::Error::msg)?,
             };
-            let (removed, told) = files::delete_and_notify(&store, &config.data_dir, &paths)?;
+            let (removed, told) =
+                files::delete_and_notify(&catalog, &config.data_dir, &paths).await?;
             writeln!(out, "deleted {} file(s)", removed.len())?;
             match told {
                 Ok(true) => {}

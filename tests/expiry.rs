@@ -67,16 +67,16 @@ async fn reaper_deletes_body_metadata_and_index_entry() {
     server.upload("slot/old.txt", b"old").await;
     server.clock.set(T0 + 3600);
     server.upload("slot/new.txt", b"newer").await;
-    assert_eq!(server.app.index.usage(), Usage { files: 2, bytes: 8 });
+    assert_eq!(server.usage().await, Usage { files: 2, bytes: 8 });
 
     server.clock.set(T0 + WEEK);
     for _ in 0..200 {
-        if server.app.index.usage().files == 1 {
+        if server.usage().await.files == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 5 });
+    assert_eq!(server.usage().await, Usage { files: 1, bytes: 5 });
     assert_eq!(server.get("slot/new.txt", &[]).await.status, StatusCode::OK);
     let left: Vec<_> = server.files_on_disk();
     assert_eq!(left.len(), 1, "one file, its metadata attached: {left:?}");
@@ -87,8 +87,8 @@ async fn reaper_deletes_body_metadata_and_index_entry() {
         "left: {:?}",
         server.files_on_disk()
     );
-    assert_eq!(server.app.index.usage(), Usage::default());
-    assert!(server.app.index.next_expiry().is_none());
+    assert_eq!(server.usage().await, Usage::default());
+    assert!(server.stats().await.next_expiry.is_none());
 }
 
 #[tokio::test]
@@ -175,7 +175,7 @@ async fn restart_after_downtime_deletes_what_expired_meanwhile() {
     let server = Server::start_with(config, clock, data).await;
     let left = server.files_on_disk();
     assert_eq!(left.len(), 1, "only the late file remains: {left:?}");
-    assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 4 });
+    assert_eq!(server.usage().await, Usage { files: 1, bytes: 4 });
     assert_eq!(
         server.get("slot/late.txt", &[]).await.status,
         StatusCode::OK
@@ -194,14 +194,14 @@ async fn an_expired_path_can_be_uploaded_again() {
     server.upload("slot/again.txt", b"second").await;
     let r = server.get("slot/again.txt", &[]).await;
     assert_eq!(&r.body[..], b"second");
-    assert_eq!(server.app.index.usage(), Usage { files: 1, bytes: 6 });
+    assert_eq!(server.usage().await, Usage { files: 1, bytes: 6 });
 }
 
-/// An upload in flight to an expired file's path holds the path, so a reaper
-/// pass leaves that file alone. If the upload then fails, the expired file is
-/// still there, and a later pass must delete it.
+/// An upload to an expired file's path takes the path over: the expired file
+/// goes at once (it is out of the index, and its bytes deleted), so neither a
+/// reaper pass nor the upload's failure can leave it behind.
 #[tokio::test]
-async fn a_file_passed_over_for_an_upload_in_flight_is_reaped_later() {
+async fn an_upload_to_an_expired_path_deletes_the_expired_file_first() {
     let server = Server::start_config(|c| c.reap_interval = Duration::from_secs(3600)).await;
     server.upload("slot/old.txt", b"hello").await;
     server.clock.set(T0 + WEEK);
@@ -215,16 +215,21 @@ async fn a_file_passed_over_for_an_upload_in_flight_is_reaped_later() {
         .request(Method::PUT, &target, &[], b"abcde".to_vec())
         .await;
     assert_eq!(other.status, StatusCode::CONFLICT);
+    assert!(server.files_on_disk().is_empty());
+    assert_eq!(server.usage().await, Usage::default());
     assert_eq!(upslot::reaper::pass(&server.app).await.unwrap(), 0);
-    assert_eq!(server.files_on_disk().len(), 1);
 
     drop(stalled);
     wait_for("the stalled upload to end", || {
         server.app.metrics.uploads_in_flight.get() == 0
     })
     .await;
-    assert_eq!(server.files_on_disk().len(), 1);
-    assert_eq!(upslot::reaper::pass(&server.app).await.unwrap(), 1);
     assert!(server.files_on_disk().is_empty());
-    assert_eq!(server.app.index.usage(), Usage::default());
+    assert_eq!(upslot::reaper::pass(&server.app).await.unwrap(), 0);
+    assert_eq!(server.stats().await.reserved, 0);
+    // The path is free again.
+    let again = server
+        .request(Method::PUT, &target, &[], b"abcde".to_vec())
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
 }

@@ -185,8 +185,8 @@ async fn show_by_url_path_or_signed_path() {
 #[tokio::test]
 async fn delete_by_user_takes_effect_at_once() {
     let server = populated().await;
-    assert_eq!(server.app.index.usage().files, 4);
-    assert_eq!(server.app.index.user_bytes(ROMEO), 9);
+    assert_eq!(server.usage().await.files, 4);
+    assert_eq!(server.user_bytes(ROMEO).await, 9);
     let (ok, out) = files(&server, &["delete", "--user", ROMEO]).await;
     assert!(ok, "{out}");
     assert!(out.contains("deleted 2 file(s)"), "{out}");
@@ -202,14 +202,14 @@ async fn delete_by_user_takes_effect_at_once() {
     assert_eq!(server.get("s2/j.jpg", &[]).await.status, StatusCode::OK);
     // Counts and quotas follow: the service heard of the deletion.
     assert_eq!(
-        server.app.index.usage(),
+        server.usage().await,
         Usage {
             files: 2,
             bytes: 10
         }
     );
-    assert_eq!(server.app.index.user_bytes(ROMEO), 0);
-    assert_eq!(server.app.index.user_bytes(ROMEO_SHA1), 0);
+    assert_eq!(server.user_bytes(ROMEO).await, 0);
+    assert_eq!(server.user_bytes(ROMEO_SHA1).await, 0);
     let (_, out) = files(&server, &["list", "--user", ROMEO]).await;
     assert!(out.trim().is_empty(), "{out}");
     // Erased on disk, not only hidden: the other two files are all that is left.
@@ -282,7 +282,7 @@ async fn works_without_a_running_service() {
         "{text}"
     );
     let server = Server::start_with(config, clock, Some(dir)).await;
-    assert_eq!(server.app.index.usage().files, 3);
+    assert_eq!(server.usage().await.files, 3);
     assert_eq!(
         server.get("anon/x.bin", &[]).await.status,
         StatusCode::NOT_FOUND

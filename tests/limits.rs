@@ -294,7 +294,7 @@ async fn a_slow_upload_is_cut_and_gives_its_quota_back() {
     .await;
     let timeouts = server.app.metrics.uploads.with_label_values(&["timeout"]);
     assert_eq!(timeouts.get(), 1);
-    assert_eq!(server.app.index.reserved(), 0);
+    assert_eq!(server.stats().await.reserved, 0);
     // The space it held is free for others.
     server.upload("fast/other.bin", &body(2_000_000, 1)).await;
 }

@@ -68,7 +68,7 @@ async fn per_user_quota_from_jwt_sub() {
     );
     // Nothing of the refused upload is on disk: three files.
     assert_eq!(server.files_on_disk().len(), 3);
-    assert_eq!(server.app.index.user_bytes("alice@example.org"), 10);
+    assert_eq!(server.user_bytes("alice@example.org").await, 10);
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn total_quota_gives_507() {
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
     server.upload("s/c", b"1234").await;
     assert_eq!(
-        server.app.index.usage(),
+        server.usage().await,
         Usage {
             files: 2,
             bytes: 10
@@ -157,7 +157,7 @@ async fn concurrent_uploads_cannot_overshoot_a_quota() {
         let answer = raw.read_response().await.expect("an answer to the body");
         assert_eq!(answer.status, 201, "{answer:?}");
     }
-    assert_eq!(server.app.index.user_bytes("carol@example.org"), 90);
+    assert_eq!(server.user_bytes("carol@example.org").await, 90);
     // A failed upload gives its reservation back.
     let auth = jwt_auth(&server, "late", 10, "carol@example.org");
     let (raw, answer) = announce(
@@ -170,12 +170,12 @@ async fn concurrent_uploads_cannot_overshoot_a_quota() {
     assert_eq!(answer.status, 100);
     drop(raw);
     for _ in 0..100 {
-        if server.app.index.reserved() == 0 {
+        if server.stats().await.reserved == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.app.index.reserved(), 0);
+    assert_eq!(server.stats().await.reserved, 0);
     assert_eq!(
         put_jwt(&server, "late2", "carol@example.org", &[1; 10])
             .await
@@ -275,7 +275,9 @@ async fn a_file_system_without_extended_attributes_is_refused_at_start() {
     };
     let (mut config, _dir) = common::test_config();
     config.data_dir = fs.path().join("data");
-    let refused = upslot::Service::open(config, upslot::clock::ManualClock::at(T0)).err();
+    let refused = upslot::Service::open(config, upslot::clock::ManualClock::at(T0))
+        .await
+        .err();
     let message = refused.expect("start-up refused").to_string();
     assert!(message.contains("extended attributes"), "{message}");
 }

@@ -543,7 +543,10 @@ fn start_up_refuses_files_it_cannot_serve() {
     let open = |files: TlsFiles| {
         let (mut config, dir) = test_config();
         config.tls = Some(files);
-        let opened = upslot::Service::open(config, common_clock());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let opened = runtime.block_on(upslot::Service::open(config, common_clock()));
         drop(dir);
         match opened {
             Ok(_) => panic!("opened"),

@@ -9,18 +9,22 @@ mod common;
 mod support;
 
 use std::io;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use common::{SECRET, T0, test_config};
 use http::{Method, StatusCode};
 use support::{Raw, body, put_head, wait_for};
 use upslot::app::App;
 use upslot::auth::{Scheme, Verifier, sign_query};
+use upslot::catalog::Catalog;
 use upslot::clock::ManualClock;
-use upslot::index::{Index, Usage};
+use upslot::http::body::{Body, Segment};
+use upslot::index::{LocalIndex, Usage};
 use upslot::path::SlotPath;
-use upslot::store::{CommitError, FsStore, Key, Meta, Pending, Store};
+use upslot::store::{CommitError, CreateError, FsStore, Key, Meta, Store, StoreError, Upload};
 
 const WEEK: u64 = 7 * 24 * 3600;
 
@@ -28,7 +32,18 @@ const WEEK: u64 = 7 * 24 * 3600;
 #[derive(Clone)]
 struct Gate {
     entered: tokio::sync::mpsc::UnboundedSender<()>,
-    release: Arc<Mutex<mpsc::Receiver<()>>>,
+    release: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+}
+
+impl Gate {
+    async fn pass(&self) -> io::Result<()> {
+        let _ = self.entered.send(());
+        let mut release = self.release.lock().await;
+        match tokio::time::timeout(Duration::from_secs(30), release.recv()).await {
+            Ok(Some(())) => Ok(()),
+            _ => Err(io::Error::other("the test never released the commit")),
+        }
+    }
 }
 
 struct Gated {
@@ -36,59 +51,46 @@ struct Gated {
     gate: Gate,
 }
 
-struct GatedPending {
-    inner: Box<dyn Pending>,
+struct GatedUpload {
+    inner: Box<dyn Upload>,
     gate: Gate,
 }
 
-impl Pending for GatedPending {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write(buf)
+#[async_trait]
+impl Upload for GatedUpload {
+    async fn write(&mut self, chunks: Vec<Bytes>) -> io::Result<Vec<Bytes>> {
+        self.inner.write(chunks).await
     }
 
-    fn commit(self: Box<Self>, meta: &Meta) -> Result<(), CommitError> {
-        let _ = self.gate.entered.send(());
-        let released = self
-            .gate
-            .release
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(30));
-        released.map_err(|_| io::Error::other("the test never released the commit"))?;
-        self.inner.commit(meta)
+    async fn commit(self: Box<Self>, meta: &Meta) -> Result<(), CommitError> {
+        self.gate.pass().await?;
+        self.inner.commit(meta).await
     }
 }
 
+#[async_trait]
 impl Store for Gated {
-    fn meta(&self, key: &Key) -> io::Result<Option<Arc<Meta>>> {
-        self.inner.meta(key)
-    }
-    fn cached(&self, key: &Key) -> Option<Arc<Meta>> {
-        self.inner.cached(key)
-    }
-    fn open(&self, key: &Key) -> io::Result<Option<(Arc<Meta>, std::fs::File)>> {
-        self.inner.open(key)
-    }
-    fn open_body(&self, key: &Key) -> io::Result<Option<std::fs::File>> {
-        self.inner.open_body(key)
-    }
-    fn create(&self, key: &Key) -> io::Result<Box<dyn Pending>> {
-        Ok(Box::new(GatedPending {
-            inner: self.inner.create(key)?,
+    async fn create(&self, key: &Key, size: u64) -> Result<Box<dyn Upload>, CreateError> {
+        Ok(Box::new(GatedUpload {
+            inner: self.inner.create(key, size).await?,
             gate: self.gate.clone(),
         }))
     }
-    fn delete(&self, key: &Key) -> io::Result<bool> {
-        self.inner.delete(key)
+    async fn put(&self, meta: &Meta, chunks: Vec<Bytes>) -> Result<(), StoreError> {
+        self.gate.pass().await?;
+        self.inner.put(meta, chunks).await
     }
-    fn forget(&self, key: &Key) {
-        self.inner.forget(key)
+    async fn read(&self, meta: &Meta, segments: Vec<Segment>) -> io::Result<Option<Body>> {
+        self.inner.read(meta, segments).await
     }
-    fn available_space(&self) -> io::Result<u64> {
-        self.inner.available_space()
+    async fn delete(&self, meta: &Meta) -> io::Result<bool> {
+        self.inner.delete(meta).await
     }
-    fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()> {
-        self.inner.for_each(f)
+    async fn scan(&self) -> io::Result<Vec<Meta>> {
+        self.inner.scan().await
+    }
+    async fn check(&self) -> Option<String> {
+        self.inner.check().await
     }
 }
 
@@ -96,23 +98,19 @@ impl Store for Gated {
 async fn a_request_dropped_during_its_commit_leaves_a_counted_file() {
     let (config, _dir) = test_config();
     let (entered, mut commits) = tokio::sync::mpsc::unbounded_channel();
-    let (release, released) = mpsc::channel();
+    let (release, released) = tokio::sync::mpsc::unbounded_channel();
     let store = Gated {
-        inner: FsStore::open(&config.data_dir, config.fsync).unwrap(),
+        inner: FsStore::open(&config.data_dir, config.fsync, 0).unwrap(),
         gate: Gate {
             entered,
-            release: Arc::new(Mutex::new(released)),
+            release: Arc::new(tokio::sync::Mutex::new(released)),
         },
     };
     let verifier = Verifier::new(SECRET.as_bytes(), &config.schemes).unwrap();
     let clock = ManualClock::at(T0);
-    let app = Arc::new(App::new(
-        config.clone(),
-        Arc::new(store),
-        Arc::new(Index::new(0, 0)),
-        verifier,
-        clock.clone(),
-    ));
+    let catalog = Catalog::new(Arc::new(store), Arc::new(LocalIndex::new(0, 0)));
+    let app = Arc::new(App::new(config.clone(), catalog, verifier, clock.clone()));
+    let usage = || async { app.catalog.index.stats().await.unwrap().usage };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(upslot::server::serve(
@@ -150,10 +148,14 @@ async fn a_request_dropped_during_its_commit_leaves_a_counted_file() {
         release.send(()).unwrap();
         stored.files += 1;
         stored.bytes += size as u64;
-        wait_for("the index to count the file", || {
-            app.index.usage() == stored
-        })
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while usage().await != stored {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for the index to count the file"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let got = common::request(addr, Method::GET, &target, &[], Vec::new()).await;
         assert_eq!(got.status, StatusCode::OK, "{path}");
         assert!(got.body[..] == data[..], "{path}");
@@ -162,7 +164,7 @@ async fn a_request_dropped_during_its_commit_leaves_a_counted_file() {
     // Counted, so the reaper knows of them too.
     clock.set(T0 + WEEK);
     assert_eq!(upslot::reaper::pass(&app).await.unwrap(), 2);
-    assert_eq!(app.index.usage(), Usage::default());
+    assert_eq!(usage().await, Usage::default());
     assert!(common::walk(&config.data_dir.join("files")).is_empty());
     server.abort();
 }

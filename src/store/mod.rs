@@ -1,21 +1,21 @@
-//! Where files live. The service speaks to storage only through [`Store`]: a file is
-//! written through a [`Pending`] upload that nothing can see until `commit`, which
-//! either publishes body and metadata together or reports that the path was taken.
-//!
-//! The calls block (they are file-system calls); the service runs them on tokio's
-//! blocking pool.
+//! Where file bodies live. The service speaks to storage only through
+//! [`Store`]: a file is written through an [`Upload`] that nothing can see until
+//! `commit`, which either publishes body and metadata together or reports that
+//! the path was taken. What is stored, and who may store more, is the
+//! index's business ([`crate::index`]).
 
-mod cache;
 mod fs;
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Scheme;
+use crate::http::body::{Body, Segment};
 
 pub use self::fs::FsStore;
 
@@ -104,38 +104,68 @@ pub enum CommitError {
     Io(#[from] io::Error),
 }
 
-/// An upload in progress. Dropping it without `commit` removes every trace of it.
-pub trait Pending: Send {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()>;
-    /// Makes the file visible under `meta.path`, with `meta`, durably if configured.
-    fn commit(self: Box<Self>, meta: &Meta) -> Result<(), CommitError>;
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The store would keep less free space than it must (`min_free_space`).
+    #[error("not enough free space")]
+    NoSpace,
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
+/// An upload in progress. Dropping it without `commit` removes every trace of
+/// it (an object store's part uploads are aborted).
+#[async_trait]
+pub trait Upload: Send {
+    /// Appends `chunks` and hands the vector back empty, to be filled again. A
+    /// store may still be writing them when this returns: `commit` waits.
+    async fn write(&mut self, chunks: Vec<Bytes>) -> io::Result<Vec<Bytes>>;
+    /// Makes the file visible under `meta.path`, with `meta`, durably if
+    /// configured; never replaces a complete file.
+    async fn commit(self: Box<Self>, meta: &Meta) -> Result<(), CommitError>;
+}
+
+/// Where file bodies live, each with its metadata beside it so that an index
+/// can be rebuilt from the store alone (docs/storage.md). Async throughout: a
+/// store that blocks keeps that inside.
+#[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Metadata of a complete file.
-    fn meta(&self, key: &Key) -> io::Result<Option<Arc<Meta>>>;
-    /// Metadata of a complete file if it is held in memory; never touches the
-    /// disk, and `None` says only that it is not held.
-    fn cached(&self, key: &Key) -> Option<Arc<Meta>>;
-    /// A complete file, opened for reading.
-    fn open(&self, key: &Key) -> io::Result<Option<(Arc<Meta>, std::fs::File)>>;
-    /// A complete file's body, opened for reading. Blocks, but only briefly for a
-    /// file whose metadata is [`cached`](Store::cached): it was met recently.
-    fn open_body(&self, key: &Key) -> io::Result<Option<std::fs::File>>;
-    /// Begins an upload; nothing is visible until [`Pending::commit`].
-    fn create(&self, key: &Key) -> io::Result<Box<dyn Pending>>;
-    /// Removes body and metadata; true only for the one caller that removed the
-    /// metadata, so that a file is never counted out twice.
-    fn delete(&self, key: &Key) -> io::Result<bool>;
+    /// Begins an upload of `size` bytes for `key`; nothing is visible until
+    /// [`Upload::commit`].
+    async fn create(&self, key: &Key, size: u64) -> Result<Box<dyn Upload>, CreateError>;
+    /// A whole small body at once: one trip where the store blocks.
+    async fn put(&self, meta: &Meta, chunks: Vec<Bytes>) -> Result<(), StoreError> {
+        let mut upload = self.create(&meta.key(), meta.size).await?;
+        upload.write(chunks).await?;
+        Ok(upload.commit(meta).await?)
+    }
+    /// The file's bytes for `segments`, in order, with the literal segments
+    /// in between; `None` if the file's bytes are gone.
+    async fn read(&self, meta: &Meta, segments: Vec<Segment>) -> io::Result<Option<Body>>;
+    /// Removes a file's bytes and metadata; false if they were gone already.
+    async fn delete(&self, meta: &Meta) -> io::Result<bool>;
     /// [`delete`](Self::delete), for an erasure someone asked for: once it
     /// returns, the removal survives a power loss too (docs/durability.md).
-    fn erase(&self, key: &Key) -> io::Result<bool> {
-        self.delete(key)
+    async fn erase(&self, meta: &Meta) -> io::Result<bool> {
+        self.delete(meta).await
     }
-    /// Drops what memory holds about `key`: another process changed it on disk.
-    fn forget(&self, key: &Key);
-    /// Bytes that unprivileged writers can still store.
-    fn available_space(&self) -> io::Result<u64>;
-    /// Calls `f` with the metadata of every complete file.
-    fn for_each(&self, f: &mut dyn FnMut(Meta)) -> io::Result<()>;
+    /// The metadata of every complete file, for an index to be built from.
+    async fn scan(&self) -> io::Result<Vec<Meta>>;
+    /// Why the store cannot take uploads now, if it cannot.
+    async fn check(&self) -> Option<String>;
+}
+
+/// What [`Store::put`] can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        StoreError::Commit(CommitError::Io(e))
+    }
 }

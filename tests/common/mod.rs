@@ -82,6 +82,7 @@ impl Server {
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();
         let service = upslot::Service::open(config.clone(), clock.clone())
+            .await
             .unwrap()
             .with_admin(admin_listener);
         let app = Arc::clone(service.app());
@@ -101,6 +102,25 @@ impl Server {
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// What the index holds, in figures.
+    pub async fn stats(&self) -> upslot::index::Stats {
+        self.app.catalog.index.stats().await.unwrap()
+    }
+
+    pub async fn usage(&self) -> upslot::index::Usage {
+        self.stats().await.usage
+    }
+
+    /// Bytes the index counts as `user`'s.
+    pub async fn user_bytes(&self, user: &str) -> u64 {
+        let files = self.app.catalog.index.list().await.unwrap();
+        files
+            .iter()
+            .filter(|m| m.uploader.as_deref() == Some(user))
+            .map(|m| m.size)
+            .sum()
     }
 
     pub fn data_dir(&self) -> &Path {

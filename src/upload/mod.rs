@@ -1,0 +1,109 @@
+//! PUT, top to bottom: check everything that can be checked from the head and
+//! claim the path in the index ([`accept`]), so that an `Expect: 100-continue`
+//! client never sends a body we would refuse; stream the body into the store
+//! while hashing it ([`receive`]); then commit the file to the store and the
+//! index together. A small body that is on its way anyway is taken whole first
+//! and handed to the store in one piece.
+
+mod accept;
+mod meta;
+mod receive;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::http::body::{self, Body};
+use crate::index::{Index, Ticket};
+use crate::metrics::GaugeGuard;
+use crate::path::SlotPath;
+use crate::store::Meta;
+
+use self::accept::Accepted;
+
+/// Bodies up to this size are taken whole before the store is touched: one
+/// trip to the store instead of three, and a refused one cost no more than
+/// the reading that a refusal does anyway (see [`body::discard`]).
+const SMALL_BODY: u64 = 64 * 1024;
+
+pub async fn put(
+    app: &App,
+    req: Request<Incoming>,
+    path: SlotPath,
+    peer: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    let _in_flight = GaugeGuard::new(&app.metrics.uploads_in_flight);
+    let discard = app.config.limits.discard_timeout;
+    let (parts, incoming) = req.into_parts();
+    let accepted = match accept::accept(app, &parts, &path, peer).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            body::discard(Request::from_parts(parts, incoming), discard);
+            return Err(e);
+        }
+    };
+    let Accepted {
+        length,
+        meta,
+        ticket,
+        _slot,
+    } = accepted;
+    let store = Arc::clone(&app.catalog.store);
+    let index = Arc::clone(&app.catalog.index);
+    if length <= SMALL_BODY && !body::expects_continue(&parts.headers) {
+        let (pieces, hash) = receive::whole(app, incoming, length).await?;
+        tracing::debug!(file = %meta.key(), bytes = length, "body received");
+        let meta = sealed(meta, hash);
+        finish(async move {
+            store.put(&meta, pieces).await?;
+            record(&*index, ticket, &meta).await
+        })
+        .await?;
+    } else {
+        let upload = match store.create(&meta.key(), length).await {
+            Ok(upload) => upload,
+            Err(e) => {
+                body::discard(Request::from_parts(parts, incoming), discard);
+                return Err(e.into());
+            }
+        };
+        let (upload, hash) = receive::streamed(app, incoming, upload, length).await?;
+        tracing::debug!(file = %meta.key(), bytes = length, "body received");
+        let meta = sealed(meta, hash);
+        finish(async move {
+            upload.commit(&meta).await?;
+            record(&*index, ticket, &meta).await
+        })
+        .await?;
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+/// The metadata with the body's hash, ready to be stored.
+fn sealed(mut meta: Meta, hash: Sha256) -> Meta {
+    meta.sha256 = hex::encode(hash.finalize());
+    meta
+}
+
+/// Runs a commit to its end even if the request goes away meanwhile (client
+/// gone, stream reset, shutdown): a file in the store must also be in the
+/// index, or quotas and the reaper would not know of it.
+async fn finish(
+    commit: impl Future<Output = Result<(), ApiError>> + Send + 'static,
+) -> Result<(), ApiError> {
+    tokio::spawn(commit)
+        .await
+        .map_err(|e| ApiError::Internal(std::io::Error::other(e)))?
+}
+
+/// Records a stored file in the index.
+async fn record(index: &dyn Index, ticket: Ticket, meta: &Meta) -> Result<(), ApiError> {
+    Ok(index.commit(ticket, meta).await?)
+}
