@@ -7,8 +7,9 @@
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::index::{Index, IndexError};
-use crate::store::{Key, Meta, Store};
+use crate::config::{Config, IndexBackend, Storage};
+use crate::index::{Index, IndexError, LocalIndex, PgIndex};
+use crate::store::{FsStore, Key, Meta, S3Store, Store};
 
 pub struct Catalog {
     pub store: Arc<dyn Store>,
@@ -36,7 +37,79 @@ pub struct Reaped {
     pub first_error: Option<io::Error>,
 }
 
+/// Why the store and index could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("storage: {0}")]
+    Storage(#[source] io::Error),
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+}
+
+/// Who opens the store and index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    /// The service: it owns the data directory, and an embedded index is
+    /// rebuilt from the store, what expired meanwhile deleted.
+    Service,
+    /// The `files` command, beside a service that may be running: it takes
+    /// nothing over, and reads an embedded index's copy from the store.
+    Command,
+}
+
 impl Catalog {
+    /// The store and index that `config` names. Returns how many expired
+    /// files were deleted on the way.
+    pub async fn open(
+        config: &Config,
+        opener: Opener,
+        now: u64,
+    ) -> Result<(Catalog, u64), OpenError> {
+        let dir = |source| OpenError::Dir {
+            path: config.data_dir.clone(),
+            source,
+        };
+        let store: Arc<dyn Store> = match (&config.storage, opener) {
+            (Storage::Fs, Opener::Service) => Arc::new(
+                FsStore::open(&config.data_dir, config.fsync, config.min_free_space)
+                    .map_err(dir)?,
+            ),
+            (Storage::Fs, Opener::Command) => {
+                Arc::new(FsStore::attach(&config.data_dir).map_err(dir)?)
+            }
+            (Storage::S3(s3), _) => Arc::new(S3Store::new(s3).map_err(OpenError::Storage)?),
+        };
+        let (quota_total, quota_per_user) = (config.quota_total, config.quota_per_user);
+        let index: Arc<dyn Index> = match &config.index {
+            IndexBackend::Local => Arc::new(LocalIndex::new(quota_total, quota_per_user)),
+            IndexBackend::Postgres { url } => {
+                let url = url
+                    .resolve()
+                    .map_err(|e| IndexError::Unavailable(format!("index.url: {e}")))?;
+                Arc::new(PgIndex::connect(&url, quota_total, quota_per_user).await?)
+            }
+        };
+        let catalog = Catalog::new(store, index);
+        let mut swept = 0;
+        if config.index == IndexBackend::Local {
+            let loaded = match opener {
+                Opener::Service => catalog.load(now).await.map(|n| swept = n),
+                Opener::Command => catalog.adopt_all().await,
+            };
+            loaded.map_err(|e| match e {
+                RemoveError::Index(e) => OpenError::Index(e),
+                RemoveError::Bytes(e) if config.storage == Storage::Fs => dir(e),
+                RemoveError::Bytes(e) => OpenError::Storage(e),
+            })?;
+        }
+        Ok((catalog, swept))
+    }
+
     pub fn new(store: Arc<dyn Store>, index: Arc<dyn Index>) -> Catalog {
         Catalog {
             store,
@@ -108,6 +181,10 @@ impl Catalog {
         );
         let due = self.index.take_due(now, max).await?;
         reaped.more = due.len() == max;
+        // What uploads of instances that died left: not files, so not counted.
+        for abandoned in self.index.take_stale().await? {
+            let _ = self.delete_bytes(abandoned).await;
+        }
         for meta in left.into_iter().chain(due) {
             match self.delete_bytes(meta).await {
                 Ok(_) => reaped.deleted += 1,

@@ -60,6 +60,33 @@ pub struct RawConfig {
     pub cors: RawCors,
     pub log: RawLog,
     pub tls: RawTls,
+    pub storage: RawStorage,
+    pub index: RawIndex,
+}
+
+/// `[storage]`: where file bodies live (docs/storage.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    pub backend: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: Option<String>,
+    pub prefix: String,
+    pub access_key_id: Option<String>,
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub path_style: bool,
+}
+
+/// `[index]`: where metadata, claims, quotas and expiry order live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIndex {
+    pub backend: String,
+    pub url: Option<String>,
+    pub url_file: Option<PathBuf>,
 }
 
 /// A secret replaced by a rotation, still accepted until `until` (RFC 3339).
@@ -153,6 +180,35 @@ impl Default for RawConfig {
             cors: RawCors::default(),
             log: RawLog::default(),
             tls: RawTls::default(),
+            storage: RawStorage::default(),
+            index: RawIndex::default(),
+        }
+    }
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            backend: "fs".into(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            bucket: None,
+            prefix: String::new(),
+            access_key_id: None,
+            access_key_id_file: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+            path_style: true,
+        }
+    }
+}
+
+impl Default for RawIndex {
+    fn default() -> Self {
+        RawIndex {
+            backend: "local".into(),
+            url: None,
+            url_file: None,
         }
     }
 }
@@ -262,6 +318,81 @@ pub struct Limits {
     pub max_streams: u32,
 }
 
+/// A value given in the configuration, in a file it names, or (when neither)
+/// in an environment variable; read at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setting {
+    Inline(String),
+    File(PathBuf),
+    Env(&'static str),
+}
+
+impl Setting {
+    fn of(
+        inline: Option<String>,
+        file: Option<PathBuf>,
+        env: &'static str,
+        key: &'static str,
+    ) -> Result<Setting, ConfigError> {
+        match (inline, file) {
+            (Some(_), Some(_)) => Err(invalid(
+                key,
+                format!("set either {key} or {key}_file, not both"),
+            )),
+            (Some(v), None) => Ok(Setting::Inline(v)),
+            (None, Some(f)) => Ok(Setting::File(f)),
+            (None, None) => Ok(Setting::Env(env)),
+        }
+    }
+
+    /// The value; a file's is trimmed of surrounding whitespace.
+    pub fn resolve(&self) -> std::io::Result<String> {
+        match self {
+            Setting::Inline(v) => Ok(v.clone()),
+            Setting::File(path) => Ok(std::fs::read_to_string(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
+                .trim()
+                .to_owned()),
+            Setting::Env(name) => std::env::var(name).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name} is not set"))
+            }),
+        }
+    }
+}
+
+/// `[storage]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// `data_dir` on local disk.
+    Fs,
+    S3(S3),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3 {
+    /// `None`: AWS, at the region's endpoint.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub access_key_id: Setting,
+    pub secret_access_key: Setting,
+    pub path_style: bool,
+}
+
+/// `[index]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexBackend {
+    /// In this process's memory, rebuilt from the store at start-up.
+    Local,
+    Postgres {
+        url: Setting,
+    },
+}
+
+/// S3's largest single PUT: bodies are streamed into one (docs/storage.md).
+pub const S3_MAX_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -288,6 +419,8 @@ pub struct Config {
     pub failed_auth_ip: bool,
     /// Set: the public listener speaks TLS only (the admin one stays plain).
     pub tls: Option<TlsFiles>,
+    pub storage: Storage,
+    pub index: IndexBackend,
 }
 
 impl Default for Config {
@@ -418,6 +551,20 @@ impl RawConfig {
         };
         let tls = parse_tls(self.tls)?;
         let limits = parse_limits(self.limits)?;
+        let storage = parse_storage(self.storage)?;
+        let index = parse_index(self.index)?;
+        if storage == Storage::Fs && index != IndexBackend::Local {
+            return Err(invalid(
+                "index.backend",
+                "a shared index needs shared storage: set storage.backend = \"s3\" too",
+            ));
+        }
+        if matches!(storage, Storage::S3(_)) && self.max_file_size.0 > S3_MAX_OBJECT {
+            return Err(invalid(
+                "max_file_size",
+                "at most 5 GiB with storage.backend = \"s3\" (one PUT per file)",
+            ));
+        }
         Ok(Config {
             listen,
             base_path: self.base_path,
@@ -441,7 +588,71 @@ impl RawConfig {
             log_format,
             failed_auth_ip: self.log.failed_auth_ip,
             tls,
+            storage,
+            index,
         })
+    }
+}
+
+fn parse_storage(raw: RawStorage) -> Result<Storage, ConfigError> {
+    match raw.backend.as_str() {
+        "fs" => Ok(Storage::Fs),
+        "s3" => {
+            let bucket = raw
+                .bucket
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| invalid("storage.bucket", "required with backend = \"s3\""))?;
+            if let Some(endpoint) = &raw.endpoint {
+                let url: url::Url = endpoint
+                    .parse()
+                    .map_err(|e| invalid("storage.endpoint", format!("{endpoint:?}: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(invalid(
+                        "storage.endpoint",
+                        format!("{endpoint:?} is not an http(s) URL"),
+                    ));
+                }
+            }
+            if raw.region.is_empty() {
+                return Err(invalid("storage.region", "must not be empty"));
+            }
+            Ok(Storage::S3(S3 {
+                endpoint: raw.endpoint,
+                region: raw.region,
+                bucket,
+                prefix: raw.prefix,
+                access_key_id: Setting::of(
+                    raw.access_key_id,
+                    raw.access_key_id_file,
+                    "AWS_ACCESS_KEY_ID",
+                    "storage.access_key_id",
+                )?,
+                secret_access_key: Setting::of(
+                    raw.secret_access_key,
+                    raw.secret_access_key_file,
+                    "AWS_SECRET_ACCESS_KEY",
+                    "storage.secret_access_key",
+                )?,
+                path_style: raw.path_style,
+            }))
+        }
+        other => Err(invalid(
+            "storage.backend",
+            format!("{other:?} is neither \"fs\" nor \"s3\""),
+        )),
+    }
+}
+
+fn parse_index(raw: RawIndex) -> Result<IndexBackend, ConfigError> {
+    match raw.backend.as_str() {
+        "local" => Ok(IndexBackend::Local),
+        "postgres" => Ok(IndexBackend::Postgres {
+            url: Setting::of(raw.url, raw.url_file, "UPSLOT_INDEX_URL", "index.url")?,
+        }),
+        other => Err(invalid(
+            "index.backend",
+            format!("{other:?} is neither \"local\" nor \"postgres\""),
+        )),
     }
 }
 

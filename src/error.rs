@@ -142,6 +142,9 @@ impl From<io::Error> for ApiError {
                 ApiError::InsufficientStorage(quota_kind::DISK_FULL)
             }
             // No descriptor left, for now (docs/limits.md).
+            _ if crate::store::is_unreachable(&e) => {
+                ApiError::Unavailable("storage", e.to_string())
+            }
             _ if matches!(
                 rustix::io::Errno::from_io_error(&e),
                 Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)

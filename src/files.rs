@@ -190,6 +190,7 @@ mod tests {
             expires: 1,
             scheme: Scheme::V1,
             uploader: uploader.map(Into::into),
+            object: String::new(),
         }
     }
 

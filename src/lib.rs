@@ -40,24 +40,17 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::auth::Verifier;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Opener};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::index::LocalIndex;
 use crate::secret::Secret;
-use crate::store::FsStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("secret: {0}")]
     Secret(#[source] io::Error),
-    #[error("data directory {path}: {source}")]
-    Store {
-        path: std::path::PathBuf,
-        source: io::Error,
-    },
-    #[error("index: {0}")]
-    Index(#[source] catalog::RemoveError),
+    #[error(transparent)]
+    Open(#[from] catalog::OpenError),
     #[error("secret is unusable")]
     BadSecret,
     #[error(transparent)]
@@ -115,23 +108,12 @@ impl Service {
         // anything is written.
         let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let secret = Secret::resolve(&config, true).map_err(StartError::Secret)?;
-        let store_error = |source| StartError::Store {
-            path: config.data_dir.clone(),
-            source,
-        };
-        let store = FsStore::open(&config.data_dir, config.fsync, config.min_free_space)
-            .map_err(store_error)?;
-        let index = LocalIndex::new(config.quota_total, config.quota_per_user);
-        let catalog = Catalog::new(Arc::new(store), Arc::new(index));
-        let swept = catalog.load(clock.unix()).await.map_err(|e| match e {
-            catalog::RemoveError::Bytes(source) => store_error(source),
-            e => StartError::Index(e),
-        })?;
+        let (catalog, swept) = Catalog::open(&config, Opener::Service, clock.unix()).await?;
         let usage = catalog
             .index
             .stats()
             .await
-            .map_err(|e| StartError::Index(e.into()))?
+            .map_err(catalog::OpenError::Index)?
             .usage;
         tracing::info!(
             files = usage.files,

@@ -325,13 +325,9 @@ fn sign(
 
 #[tokio::main(flavor = "current_thread")]
 async fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
-    use std::sync::Arc;
-    use upslot::catalog::Catalog;
+    use upslot::catalog::{Catalog, Opener};
     use upslot::files;
-    use upslot::index::LocalIndex;
-    let store = upslot::store::FsStore::attach(&config.data_dir)?;
-    let catalog = Catalog::new(Arc::new(store), Arc::new(LocalIndex::new(0, 0)));
-    catalog.adopt_all().await?;
+    let (catalog, _) = Catalog::open(config, Opener::Command, SystemClock.unix()).await?;
     let index = &*catalog.index;
     let mut out = std::io::stdout().lock();
     match action {

@@ -170,17 +170,42 @@ const DOCUMENTED_KEYS: &[&str] = &[
     "log.failed_auth_ip",
     "tls.cert_file",
     "tls.key_file",
+    "storage.backend",
+    "storage.endpoint",
+    "storage.region",
+    "storage.bucket",
+    "storage.prefix",
+    "storage.access_key_id",
+    "storage.access_key_id_file",
+    "storage.secret_access_key",
+    "storage.secret_access_key_file",
+    "storage.path_style",
+    "index.backend",
+    "index.url",
+    "index.url_file",
 ];
 
 /// Keys the example shows commented out: `secret` and `secret_file` exclude each
 /// other and the generated secret is the better default; `previous_secrets` is
-/// for the weeks after a rotation; `[tls]` is for running without a proxy.
+/// for the weeks after a rotation; `[tls]` is for running without a proxy;
+/// the S3 and PostgreSQL keys are for several instances.
 const COMMENTED_KEYS: &[&str] = &[
     "secret",
     "secret_file",
     "previous_secrets",
     "tls.cert_file",
     "tls.key_file",
+    "storage.endpoint",
+    "storage.region",
+    "storage.bucket",
+    "storage.prefix",
+    "storage.access_key_id",
+    "storage.access_key_id_file",
+    "storage.secret_access_key",
+    "storage.secret_access_key_file",
+    "storage.path_style",
+    "index.url",
+    "index.url_file",
 ];
 
 /// The field names serde lists when `text` holds an unknown key.
@@ -289,6 +314,17 @@ fn example_config_parses_and_names_every_key() {
         &["secret"][..],
         &["secret_file"],
         &["tls.cert_file", "tls.key_file"],
+        &[
+            "storage.endpoint",
+            "storage.region",
+            "storage.bucket",
+            "storage.prefix",
+            "storage.access_key_id_file",
+            "storage.secret_access_key_file",
+            "storage.path_style",
+        ],
+        &["index.url"],
+        &["index.url_file"],
     ] {
         let text = uncomment(&text, keys);
         let parsed: toml::Table = text.parse().unwrap();

@@ -81,6 +81,7 @@ fn meta(path: &str) -> Meta {
         expires: 1_767_830_400,
         scheme: Scheme::V1,
         uploader: None,
+        object: String::new(),
     }
 }
 

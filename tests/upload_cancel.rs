@@ -70,9 +70,12 @@ impl Upload for GatedUpload {
 
 #[async_trait]
 impl Store for Gated {
-    async fn create(&self, key: &Key, size: u64) -> Result<Box<dyn Upload>, CreateError> {
+    fn new_object(&self, key: &Key) -> String {
+        self.inner.new_object(key)
+    }
+    async fn create(&self, meta: &Meta) -> Result<Box<dyn Upload>, CreateError> {
         Ok(Box::new(GatedUpload {
-            inner: self.inner.create(key, size).await?,
+            inner: self.inner.create(meta).await?,
             gate: self.gate.clone(),
         }))
     }

@@ -8,6 +8,7 @@
 //! shares.
 
 mod local;
+mod postgres;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use crate::store::{Key, Meta};
 
 pub use self::local::LocalIndex;
+pub use self::postgres::PgIndex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum QuotaError {
@@ -62,6 +64,10 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy)]
 pub struct Intent<'a> {
     pub key: Key,
+    /// The signed path, and where the store will keep the bytes: what a sweep
+    /// needs to clean up after an upload whose instance died.
+    pub path: &'a str,
+    pub object: &'a str,
     /// The JWT slot the path belongs to: a slot holds one file (docs/limits.md).
     pub jwt_slot: Option<&'a str>,
     pub size: u64,
@@ -142,6 +148,11 @@ pub trait Index: Send + Sync + 'static {
     /// Takes out up to `max` files expired at `now`, soonest first, each for
     /// exactly one caller, whose job is to delete their bytes.
     async fn take_due(&self, now: u64, max: usize) -> Result<Vec<Arc<Meta>>, IndexError>;
+    /// Takes out the claims of uploads whose instance died, for the caller to
+    /// delete whatever bytes they left; each for exactly one caller.
+    async fn take_stale(&self) -> Result<Vec<Arc<Meta>>, IndexError> {
+        Ok(Vec::new())
+    }
     /// Every stored file, expired or not.
     async fn list(&self) -> Result<Vec<Arc<Meta>>, IndexError>;
     /// Records a file found in the store (start-up, rebuild); false if the path

@@ -5,6 +5,7 @@
 //! index's business ([`crate::index`]).
 
 mod fs;
+mod s3;
 
 use std::fmt;
 use std::io;
@@ -18,6 +19,7 @@ use crate::auth::Scheme;
 use crate::http::body::{Body, Segment};
 
 pub use self::fs::FsStore;
+pub use self::s3::S3Store;
 
 /// A file's identity in storage: SHA-256 of its signed path. Derived, fixed-length
 /// and hex, so no request path can name anything on disk.
@@ -33,6 +35,10 @@ impl Key {
     /// signed path ends in `/`, so it names no file.
     pub fn for_slot(slot: &str) -> Key {
         Key(Sha256::digest(format!("{slot}/").as_bytes()).into())
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     pub fn hex(&self) -> String {
@@ -78,11 +84,32 @@ pub struct Meta {
     pub scheme: Scheme,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploader: Option<String>,
+    /// Where the store keeps the bytes, for stores that do not derive it from
+    /// the path (an object store's object name, below its prefix).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub object: String,
 }
 
 impl Meta {
     pub fn key(&self) -> Key {
         Key::for_path(&self.path)
+    }
+
+    /// What a store needs to delete the bytes an abandoned upload may have
+    /// left: the path and the object.
+    pub fn abandoned(path: String, object: String) -> Meta {
+        Meta {
+            name: path.rsplit('/').next().unwrap_or_default().to_owned(),
+            path,
+            size: 0,
+            content_type: String::new(),
+            sha256: String::new(),
+            created: 0,
+            expires: 0,
+            scheme: Scheme::V1,
+            uploader: None,
+            object,
+        }
     }
 
     pub fn is_expired(&self, now: u64) -> bool {
@@ -130,12 +157,14 @@ pub trait Upload: Send {
 /// store that blocks keeps that inside.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Begins an upload of `size` bytes for `key`; nothing is visible until
-    /// [`Upload::commit`].
-    async fn create(&self, key: &Key, size: u64) -> Result<Box<dyn Upload>, CreateError>;
+    /// Where a new upload for `key` is to keep its bytes ([`Meta::object`]).
+    fn new_object(&self, key: &Key) -> String;
+    /// Begins the upload of a file (its hash still unknown); nothing is
+    /// visible until [`Upload::commit`].
+    async fn create(&self, meta: &Meta) -> Result<Box<dyn Upload>, CreateError>;
     /// A whole small body at once: one trip where the store blocks.
     async fn put(&self, meta: &Meta, chunks: Vec<Bytes>) -> Result<(), StoreError> {
-        let mut upload = self.create(&meta.key(), meta.size).await?;
+        let mut upload = self.create(meta).await?;
         upload.write(chunks).await?;
         Ok(upload.commit(meta).await?)
     }
@@ -153,6 +182,21 @@ pub trait Store: Send + Sync + 'static {
     async fn scan(&self) -> io::Result<Vec<Meta>>;
     /// Why the store cannot take uploads now, if it cannot.
     async fn check(&self) -> Option<String>;
+}
+
+/// The store cannot be reached, or failed on its side: worth retrying shortly.
+/// Carried inside an `io::Error`, so that callers can answer 503 rather than 500.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+pub fn unreachable(why: impl Into<String>) -> io::Error {
+    io::Error::other(Unreachable(why.into()))
+}
+
+/// Whether `e` says the store is unreachable (see [`Unreachable`]).
+pub fn is_unreachable(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Unreachable>())
 }
 
 /// What [`Store::put`] can fail with.

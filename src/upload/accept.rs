@@ -79,6 +79,8 @@ pub async fn accept(
         .index
         .begin(Intent {
             key: meta.key(),
+            path: &meta.path,
+            object: &meta.object,
             // A JWT slot holds one file, whatever its name: the XMPP server
             // counted one upload when it issued the token (docs/limits.md).
             jwt_slot: (grant.scheme == Scheme::Jwt).then(|| path.first_segment()),

@@ -39,6 +39,10 @@ pub fn describe(
         expires,
         scheme: grant.scheme,
         uploader: grant.uploader.clone().or_else(|| ejabberd_user(path)),
+        object: app
+            .catalog
+            .store
+            .new_object(&crate::store::Key::for_path(path.as_str())),
     }
 }
 

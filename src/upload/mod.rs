@@ -22,7 +22,7 @@ use crate::http::body::{self, Body};
 use crate::index::{Index, Ticket};
 use crate::metrics::GaugeGuard;
 use crate::path::SlotPath;
-use crate::store::Meta;
+use crate::store::{Meta, Store};
 
 use self::accept::Accepted;
 
@@ -61,11 +61,11 @@ pub async fn put(
         let meta = sealed(meta, hash);
         finish(async move {
             store.put(&meta, pieces).await?;
-            record(&*index, ticket, &meta).await
+            record(&*store, &*index, ticket, &meta).await
         })
         .await?;
     } else {
-        let upload = match store.create(&meta.key(), length).await {
+        let upload = match store.create(&meta).await {
             Ok(upload) => upload,
             Err(e) => {
                 body::discard(Request::from_parts(parts, incoming), discard);
@@ -77,7 +77,7 @@ pub async fn put(
         let meta = sealed(meta, hash);
         finish(async move {
             upload.commit(&meta).await?;
-            record(&*index, ticket, &meta).await
+            record(&*store, &*index, ticket, &meta).await
         })
         .await?;
     }
@@ -103,7 +103,19 @@ async fn finish(
         .map_err(|e| ApiError::Internal(std::io::Error::other(e)))?
 }
 
-/// Records a stored file in the index.
-async fn record(index: &dyn Index, ticket: Ticket, meta: &Meta) -> Result<(), ApiError> {
-    Ok(index.commit(ticket, meta).await?)
+/// Records a stored file in the index; if the index refuses it, its bytes go
+/// again, for a file the index does not know of must not stay.
+async fn record(
+    store: &dyn Store,
+    index: &dyn Index,
+    ticket: Ticket,
+    meta: &Meta,
+) -> Result<(), ApiError> {
+    if let Err(e) = index.commit(ticket, meta).await {
+        if let Err(gone) = store.delete(meta).await {
+            tracing::warn!(error = %gone, "a file the index refused could not be deleted");
+        }
+        return Err(e.into());
+    }
+    Ok(())
 }

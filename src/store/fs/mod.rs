@@ -407,8 +407,14 @@ fn remove_if_present(path: &Path) -> io::Result<bool> {
 
 #[async_trait]
 impl Store for FsStore {
-    async fn create(&self, key: &Key, size: u64) -> Result<Box<dyn Upload>, CreateError> {
-        let key = *key;
+    /// The body's name is its key's: the link that publishes it cannot
+    /// replace another.
+    fn new_object(&self, _key: &Key) -> String {
+        String::new()
+    }
+
+    async fn create(&self, meta: &Meta) -> Result<Box<dyn Upload>, CreateError> {
+        let (key, size) = (meta.key(), meta.size);
         let staged = self
             .blocking(move |store| store.create(&key, size))
             .await??;
@@ -691,6 +697,7 @@ mod tests {
             expires: u64::MAX,
             scheme: Scheme::V1,
             uploader: None,
+            object: String::new(),
         }
     }
 
@@ -729,7 +736,7 @@ mod tests {
             let m = meta("a/b.bin", b"hello");
             let key = m.key();
 
-            let mut upload = store.create(&key, 5).await.unwrap();
+            let mut upload = store.create(&m).await.unwrap();
             upload
                 .write(vec![Bytes::from_static(b"hello")])
                 .await
@@ -741,7 +748,7 @@ mod tests {
             assert_eq!(body, "hello");
             assert_eq!(store.scan().await.unwrap(), vec![m.clone()]);
 
-            let mut second = store.create(&key, 5).await.unwrap();
+            let mut second = store.create(&m).await.unwrap();
             second
                 .write(vec![Bytes::from_static(b"other")])
                 .await
@@ -749,7 +756,7 @@ mod tests {
             assert!(matches!(second.commit(&m).await, Err(CommitError::Exists)));
 
             let abandoned = meta("a/c.bin", b"");
-            let mut third = store.create(&abandoned.key(), 4).await.unwrap();
+            let mut third = store.create(&abandoned).await.unwrap();
             third
                 .write(vec![Bytes::from_static(b"half")])
                 .await
