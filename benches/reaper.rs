@@ -170,6 +170,7 @@ fn meta_of(i: u64, expired: u64) -> Meta {
         expires: if i < expired { T } else { LATER },
         scheme: Scheme::V1,
         uploader: Some(format!("user{}@example.org", i % 1000)),
+        object: String::new(),
     }
 }
 
