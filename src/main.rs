@@ -379,6 +379,12 @@ async fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(anyhow::Error::msg)?,
             };
+            if config.index != upslot::config::IndexBackend::Local {
+                // The shared index is every instance's: done once it returns.
+                let removed = files::delete(&catalog, &paths).await?;
+                writeln!(out, "deleted {} file(s)", removed.len())?;
+                return Ok(());
+            }
             let (removed, told) =
                 files::delete_and_notify(&catalog, &config.data_dir, &paths).await?;
             writeln!(out, "deleted {} file(s)", removed.len())?;

@@ -82,6 +82,9 @@ pub struct Ticket {
     /// An expired file that held the path: already out of the index, its bytes
     /// still to be deleted by whoever holds the ticket.
     pub replaced: Option<Arc<Meta>>,
+    /// Uploads of instances that died, whose claims this one took over: the
+    /// bytes they may have left are the holder's to delete.
+    pub abandoned: Vec<Arc<Meta>>,
     id: u64,
     release: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
 }
@@ -96,6 +99,7 @@ impl Ticket {
         Ticket {
             key,
             replaced,
+            abandoned: Vec::new(),
             id,
             release: Some(Box::new(release)),
         }

@@ -33,9 +33,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest any statement may run.
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
 /// How often an instance renews its claims' heartbeat.
-pub const HEARTBEAT: Duration = Duration::from_secs(30);
-/// A claim whose heartbeat is older than this belongs to an instance that died.
-pub const STALE_AFTER: Duration = Duration::from_secs(300);
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A claim whose heartbeat is older than this belongs to an instance that
+/// died: a client retrying its upload elsewhere waits this long at most.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
+type Begun = (i64, Option<Arc<Meta>>, Vec<Arc<Meta>>);
 
 pub struct PgIndex {
     pool: Pool,
@@ -121,7 +124,9 @@ impl PgIndex {
         self.pool.get().await.map_err(db)
     }
 
-    async fn begin_tx(&self, intent: &Intent<'_>) -> Result<(i64, Option<Arc<Meta>>), IndexError> {
+    /// The claim's id, the expired file it replaces, and what stale claims it
+    /// took over.
+    async fn begin_tx(&self, intent: &Intent<'_>) -> Result<Begun, IndexError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let usage = tx
@@ -139,6 +144,23 @@ impl PgIndex {
             )
             .await
             .map_err(db)?;
+        // A claim on this path or slot whose instance died is taken over; what
+        // its upload may have left is the ticket holder's to delete.
+        let cutoff = unix_now() - STALE_AFTER.as_secs() as i64;
+        let stale = tx
+            .query(
+                "DELETE FROM claims WHERE (key = $1 OR jwt_slot = $2) AND heartbeat < $3 \
+                 RETURNING size, uploader, path, object",
+                &[&key, &intent.jwt_slot, &cutoff],
+            )
+            .await
+            .map_err(db)?;
+        let mut abandoned = Vec::new();
+        for row in &stale {
+            let (size, user): (i64, Option<String>) = (row.get(0), row.get(1));
+            reserve(&tx, user.as_deref(), -size).await?;
+            abandoned.push(Arc::new(Meta::abandoned(row.get(2), row.get(3))));
+        }
         let mut replaced = None;
         if let Some(row) = existing {
             let expires: i64 = row.get("expires");
@@ -197,7 +219,7 @@ impl PgIndex {
             .get(0);
         reserve(&tx, intent.uploader, size).await?;
         tx.commit().await.map_err(pg)?;
-        Ok((id, replaced))
+        Ok((id, replaced, abandoned))
     }
 }
 
@@ -394,11 +416,13 @@ impl Index for PgIndex {
     }
 
     async fn begin(&self, intent: Intent<'_>) -> Result<Ticket, IndexError> {
-        let (id, replaced) = self.begin_tx(&intent).await?;
+        let (id, replaced, abandoned) = self.begin_tx(&intent).await?;
         let releases = self.releases.clone();
-        Ok(Ticket::new(intent.key, replaced, id as u64, move |id| {
+        let mut ticket = Ticket::new(intent.key, replaced, id as u64, move |id| {
             let _ = releases.send(id as i64);
-        }))
+        });
+        ticket.abandoned = abandoned;
+        Ok(ticket)
     }
 
     async fn commit(&self, ticket: Ticket, meta: &Meta) -> Result<(), IndexError> {

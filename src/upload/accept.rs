@@ -89,6 +89,11 @@ pub async fn accept(
             now,
         })
         .await?;
+    for abandoned in std::mem::take(&mut ticket.abandoned) {
+        if let Err(e) = app.catalog.delete_bytes(abandoned).await {
+            tracing::warn!(error = %e, "what an abandoned upload left could not be deleted yet");
+        }
+    }
     if let Some(expired) = ticket.replaced.take() {
         // Its bytes must go before ours can take the path.
         app.catalog.delete_bytes(expired).await?;
