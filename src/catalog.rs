@@ -121,6 +121,10 @@ impl Catalog {
     /// Indexes what the store holds, deleting what expired (an embedded index,
     /// at start-up). Returns how many expired files were deleted.
     pub async fn load(&self, now: u64) -> Result<u64, RemoveError> {
+        let tidied = self.store.tidy().await.map_err(RemoveError::Bytes)?;
+        if tidied > 0 {
+            tracing::info!(removed = tidied, "removed what interrupted uploads left");
+        }
         let found = self.store.scan().await.map_err(RemoveError::Bytes)?;
         let mut deleted = 0;
         for meta in found {

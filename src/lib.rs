@@ -22,6 +22,7 @@ pub mod http;
 pub mod index;
 pub mod limits;
 pub mod metrics;
+pub mod migrate;
 pub mod path;
 pub mod reaper;
 pub mod routes;

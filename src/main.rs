@@ -56,6 +56,23 @@ enum Command {
     },
     /// Validate a configuration file.
     CheckConfig { file: PathBuf },
+    /// Rebuild the index from the store alone (after losing the database).
+    Index {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: IndexAction,
+    },
+    /// Copy an installation on one machine (its data directory) into the
+    /// storage and index that the configuration names; run it again to resume.
+    Migrate {
+        /// The configuration of the new storage and index (s3 + postgres).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The old installation's data directory.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// See, export and erase stored files (works while the service runs).
     Files {
         #[arg(short, long, global = true)]
@@ -95,6 +112,12 @@ enum FilesAction {
         #[arg(required_unless_present = "user")]
         paths: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum IndexAction {
+    /// Record every file the store holds that the index lacks.
+    Rebuild,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +165,11 @@ fn main() -> anyhow::Result<()> {
             sign(&config, scheme, size, content_type, base_url, user, path)
         }
         Command::Files { config, action } => files(&load(config.as_ref())?, action),
+        Command::Index {
+            config,
+            action: IndexAction::Rebuild,
+        } => rebuild(&load(config.as_ref())?),
+        Command::Migrate { config, from } => migrate(&Config::load(&config)?, &from),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             // As `serve` would at start: readable, parseable, key matching.
@@ -319,6 +347,41 @@ fn sign(
             };
             println!("{url}?{query}");
         }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn rebuild(config: &Config) -> anyhow::Result<()> {
+    use upslot::catalog::{Catalog, Opener};
+    upslot::telemetry::init(config.log_format);
+    if config.index == upslot::config::IndexBackend::Local {
+        bail!("the embedded index is rebuilt from the store at every start: nothing to do");
+    }
+    let (catalog, _) = Catalog::open(config, Opener::Command, SystemClock.unix()).await?;
+    let (recorded, present) = upslot::migrate::rebuild(&catalog).await?;
+    println!("recorded {recorded} file(s); {present} already in the index");
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn migrate(config: &Config, from: &std::path::Path) -> anyhow::Result<()> {
+    use upslot::catalog::{Catalog, Opener};
+    upslot::telemetry::init(config.log_format);
+    if config.storage == upslot::config::Storage::Fs {
+        bail!(
+            "the configuration names local storage: migrate copies into [storage] backend = \"s3\""
+        );
+    }
+    let source = upslot::store::FsStore::attach(from)?;
+    let (catalog, _) = Catalog::open(config, Opener::Command, SystemClock.unix()).await?;
+    let moved = upslot::migrate::run(&source, &catalog, SystemClock.unix()).await?;
+    println!(
+        "copied {} file(s) ({} bytes); {} already there; {} expired, left behind; {} refused (see the log)",
+        moved.copied, moved.bytes, moved.present, moved.expired, moved.refused
+    );
+    if moved.refused > 0 {
+        bail!("{} file(s) were not copied", moved.refused);
     }
     Ok(())
 }

@@ -180,6 +180,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The metadata of every complete file, for an index to be built from.
     async fn scan(&self) -> io::Result<Vec<Meta>>;
+    /// Removes what interrupted uploads left, for an owner that knows no upload
+    /// is in flight (one instance, at start-up). Returns how many were removed.
+    async fn tidy(&self) -> io::Result<u64> {
+        Ok(0)
+    }
     /// Why the store cannot take uploads now, if it cannot.
     async fn check(&self) -> Option<String>;
 }

@@ -452,6 +452,23 @@ impl Store for S3Store {
         Ok(found)
     }
 
+    /// Bodies without metadata: an upload stopped between the two PUTs.
+    async fn tidy(&self) -> io::Result<u64> {
+        let names = self.inner.list().await?;
+        let complete: std::collections::HashSet<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(META_SUFFIX))
+            .collect();
+        let mut removed = 0;
+        for name in names.iter().filter(|n| !n.ends_with(META_SUFFIX)) {
+            if !complete.contains(name.as_str()) {
+                self.inner.delete_object(name).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn check(&self) -> Option<String> {
         self.inner.check().await
     }
