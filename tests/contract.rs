@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backends;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -87,9 +87,14 @@ impl PgIndex {
     ) -> Result<PgIndex, IndexError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| db(format!("index.url: {e}")))?;
+        // Options the URL gives (a search_path, say) stay.
+        let options = format!(
+            "{} -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            config.get_options().unwrap_or_default()
+        );
         config
             .connect_timeout(CONNECT_TIMEOUT)
-            .options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"))
+            .options(options.trim_start())
             .application_name("upslot");
         let manager = Manager::from_config(
             config,

@@ -69,6 +69,12 @@ struct Inner {
 }
 
 impl S3Store {
+    /// Every object below the prefix, bodies and metadata alike, whether or not
+    /// a file: what an operator (or a test) finds in the bucket.
+    pub async fn object_names(&self) -> io::Result<Vec<String>> {
+        self.inner.list().await
+    }
+
     /// A store on the bucket `config` names; the credentials are read now.
     pub fn new(config: &config::S3) -> io::Result<S3Store> {
         let endpoint = match &config.endpoint {

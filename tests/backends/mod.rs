@@ -1,7 +1,8 @@
 //! The real parts the scale-out runs on, started by the repository's own
 //! scripts (`deploy/cluster/`): a 3-node Garage cluster and PostgreSQL, each in
 //! a fresh directory and stopped when dropped. Without Garage installed the
-//! tests that need it are skipped, unless `CI` is set, where they fail.
+//! tests that need it are skipped, unless `CI` is set, where they fail. Test
+//! files that use it also declare `mod common`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use upslot::config::{IndexBackend, S3, Setting, Storage};
+
+use crate::common::env_file;
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,15 +31,6 @@ fn run(script_name: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `KEY=value` lines of a script's env file.
-fn env_file(path: &Path) -> HashMap<String, String> {
-    let text = std::fs::read_to_string(path).expect("read an env file");
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
-        .collect()
 }
 
 /// Whether Garage can be found; if not, tests that need it skip, or fail under CI.

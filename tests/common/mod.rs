@@ -45,10 +45,11 @@ pub fn tempdir() -> tempfile::TempDir {
 }
 
 /// A configuration for tests: fixed secret, a fresh data directory, defaults
-/// otherwise. The caller keeps the TempDir alive.
+/// otherwise. The caller keeps the TempDir alive. With `UPSLOT_TEST_CLUSTER`
+/// set, the files go to S3 and PostgreSQL instead (see [`on_cluster`]).
 pub fn test_config() -> (Config, tempfile::TempDir) {
     let dir = tempdir();
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().join("data"),
         secret: SecretSource::Inline(SECRET.into()),
         // The default (1 GiB) would make every test fail on a nearly full disk;
@@ -56,7 +57,60 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
         min_free_space: 0,
         ..Config::default()
     };
+    if let Some((storage, index)) = cluster_backends() {
+        config.storage = storage;
+        config.index = index;
+    }
     (config, dir)
+}
+
+/// Whether the HTTP tests run on shared backends: `UPSLOT_TEST_CLUSTER` names
+/// the directory of a Garage cluster and a PostgreSQL started by
+/// `deploy/cluster/` (its `garage.env` and `postgres.env`). Each test then
+/// gets its own key prefix in the bucket and its own schema in the database.
+/// Tests of the file-system store itself return early there.
+pub fn on_cluster() -> bool {
+    std::env::var_os("UPSLOT_TEST_CLUSTER").is_some()
+}
+
+/// `KEY=value` lines of a `deploy/cluster/` script's env file.
+pub fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
+fn cluster_backends() -> Option<(upslot::config::Storage, upslot::config::IndexBackend)> {
+    use upslot::config::{IndexBackend, S3, Setting, Storage};
+    let dir = PathBuf::from(std::env::var_os("UPSLOT_TEST_CLUSTER")?);
+    let s3 = env_file(&dir.join("garage.env"));
+    let pg = env_file(&dir.join("postgres.env"));
+    let own = format!("t{:016x}", rand::random::<u64>());
+    let url = &pg["UPSLOT_INDEX_URL"];
+    let made = std::process::Command::new("psql")
+        .args([url.as_str(), "-q", "-c", &format!("CREATE SCHEMA {own}")])
+        .output()
+        .expect("run psql");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let storage = Storage::S3(S3 {
+        endpoint: Some(s3["S3_ENDPOINT"].clone()),
+        region: s3["S3_REGION"].clone(),
+        bucket: s3["S3_BUCKET"].clone(),
+        prefix: format!("{own}/"),
+        access_key_id: Setting::Inline(s3["AWS_ACCESS_KEY_ID"].clone()),
+        secret_access_key: Setting::Inline(s3["AWS_SECRET_ACCESS_KEY"].clone()),
+        path_style: true,
+    });
+    let index = IndexBackend::Postgres {
+        url: Setting::Inline(format!("{url}?options=-csearch_path%3D{own}")),
+    };
+    Some((storage, index))
 }
 
 impl Server {
