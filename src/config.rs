@@ -870,6 +870,22 @@ mod tests {
             ("[tls]\ncert_file = \"\"\nkey_file = \"k\"", "tls.cert_file"),
             ("[tls]\ncertfile = \"c\"", "certfile"),
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[storage]\nbackend = \"nfs\"", "storage.backend"),
+            ("[storage]\nbackend = \"s3\"", "storage.bucket"),
+            (
+                "[storage]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"ftp://h\"",
+                "storage.endpoint",
+            ),
+            (
+                "[storage]\nbackend = \"s3\"\nbucket = \"b\"\naccess_key_id = \"k\"\naccess_key_id_file = \"f\"",
+                "storage.access_key_id",
+            ),
+            (
+                "max_file_size = \"6 GiB\"\n[storage]\nbackend = \"s3\"\nbucket = \"b\"",
+                "max_file_size",
+            ),
+            ("[index]\nbackend = \"sqlite\"", "index.backend"),
+            ("[index]\nbackend = \"postgres\"", "index.backend"),
             (
                 "[[previous_secrets]]\nsecret = \"0123456789abcdef\"\nuntil = \"soon\"",
                 "previous_secrets",
@@ -889,6 +905,22 @@ mod tests {
             ),
             ("[limits]\nmax_conections = 5", "max_conections"),
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[storage]\nbackend = \"nfs\"", "storage.backend"),
+            ("[storage]\nbackend = \"s3\"", "storage.bucket"),
+            (
+                "[storage]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"ftp://h\"",
+                "storage.endpoint",
+            ),
+            (
+                "[storage]\nbackend = \"s3\"\nbucket = \"b\"\naccess_key_id = \"k\"\naccess_key_id_file = \"f\"",
+                "storage.access_key_id",
+            ),
+            (
+                "max_file_size = \"6 GiB\"\n[storage]\nbackend = \"s3\"\nbucket = \"b\"",
+                "max_file_size",
+            ),
+            ("[index]\nbackend = \"sqlite\"", "index.backend"),
+            ("[index]\nbackend = \"postgres\"", "index.backend"),
             ("[limits]\nheader_timeout = \"0s\"", "limits.header_timeout"),
             (
                 "[limits]\nmax_header_size = \"100\"",

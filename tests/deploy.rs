@@ -717,3 +717,20 @@ fn dashboard_queries_are_promql() {
     std::fs::write(dir.path().join("dashboard-rules.yml"), rules).unwrap();
     run_promtool(&["check", "rules", "dashboard-rules.yml"], dir.path());
 }
+
+#[test]
+fn the_cluster_example_names_shared_storage_and_index() {
+    let path = "deploy/cluster/upslot.toml";
+    let config = Config::parse(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let upslot::config::Storage::S3(s3) = &config.storage else {
+        panic!("{path}: storage is not s3");
+    };
+    assert_eq!(s3.bucket, "upslot");
+    assert!(matches!(s3.access_key_id, upslot::config::Setting::File(_)));
+    assert!(matches!(
+        config.index,
+        upslot::config::IndexBackend::Postgres {
+            url: upslot::config::Setting::File(_)
+        }
+    ));
+}
