@@ -9,7 +9,7 @@ use crate::auth::AuthError;
 use crate::catalog::RemoveError;
 use crate::http::body::{self, Body};
 use crate::index::{IndexError, QuotaError};
-use crate::metrics::{busy, outcome, quota_kind};
+use crate::metrics::{Busy, Outcome, QuotaKind};
 use crate::path::PathError;
 use crate::store::{CommitError, CreateError, StoreError};
 use crate::telemetry::Throttle;
@@ -51,17 +51,16 @@ pub enum ApiError {
     Timeout,
     #[error("precondition failed")]
     PreconditionFailed,
-    /// Carries a `metrics::quota_kind`: which limit was reached.
+    /// Which limit was reached.
     #[error("insufficient storage")]
-    InsufficientStorage(&'static str),
+    InsufficientStorage(QuotaKind),
     #[error("quota exceeded")]
     UserQuota,
     #[error("shutting down")]
     ShuttingDown,
-    /// A cap or the descriptor limit was reached; carries the
-    /// `upslot_busy_rejections_total{reason}`. Worth retrying shortly.
+    /// A cap or the descriptor limit was reached. Worth retrying shortly.
     #[error("busy, try again shortly")]
-    Busy(&'static str),
+    Busy(Busy),
     #[error("request header fields too large")]
     HeadTooLarge,
     /// The index or the store cannot be reached; names which, and why.
@@ -83,7 +82,7 @@ impl From<PathError> for ApiError {
 impl From<QuotaError> for ApiError {
     fn from(e: QuotaError) -> Self {
         match e {
-            QuotaError::Total => ApiError::InsufficientStorage(quota_kind::TOTAL),
+            QuotaError::Total => ApiError::InsufficientStorage(QuotaKind::Total),
             QuotaError::User => ApiError::UserQuota,
         }
     }
@@ -102,7 +101,7 @@ impl From<IndexError> for ApiError {
 impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
-            CreateError::NoSpace => ApiError::InsufficientStorage(quota_kind::FREE_SPACE),
+            CreateError::NoSpace => ApiError::InsufficientStorage(QuotaKind::FreeSpace),
             CreateError::Io(e) => e.into(),
         }
     }
@@ -139,7 +138,7 @@ impl From<io::Error> for ApiError {
     fn from(e: io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                ApiError::InsufficientStorage(quota_kind::DISK_FULL)
+                ApiError::InsufficientStorage(QuotaKind::DiskFull)
             }
             // No descriptor left, for now (docs/limits.md).
             _ if crate::store::is_unreachable(&e) => {
@@ -150,7 +149,7 @@ impl From<io::Error> for ApiError {
                 Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
             ) =>
             {
-                ApiError::Busy(busy::DESCRIPTORS)
+                ApiError::Busy(Busy::Descriptors)
             }
             _ => ApiError::Internal(e),
         }
@@ -182,16 +181,16 @@ impl ApiError {
         }
     }
 
-    /// The `upslot_uploads_total{outcome}` of a PUT that ended in this error.
-    pub fn upload_outcome(&self) -> &'static str {
+    /// How a PUT that ended in this error ended.
+    pub fn upload_outcome(&self) -> Outcome {
         match self {
-            ApiError::Auth(_) => outcome::REFUSED,
-            ApiError::TooLarge => outcome::TOO_LARGE,
-            ApiError::Exists => outcome::CONFLICT,
-            ApiError::UserQuota => outcome::QUOTA,
-            ApiError::InsufficientStorage(_) => outcome::NO_SPACE,
-            ApiError::ShortBody => outcome::ABORTED,
-            ApiError::Timeout => outcome::TIMEOUT,
+            ApiError::Auth(_) => Outcome::Refused,
+            ApiError::TooLarge => Outcome::TooLarge,
+            ApiError::Exists => Outcome::Conflict,
+            ApiError::UserQuota => Outcome::Quota,
+            ApiError::InsufficientStorage(_) => Outcome::NoSpace,
+            ApiError::ShortBody => Outcome::Aborted,
+            ApiError::Timeout => Outcome::Timeout,
             ApiError::BadPath(_)
             | ApiError::PathTooLong
             | ApiError::BadRequest(_)
@@ -200,19 +199,19 @@ impl ApiError {
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::PreconditionFailed
-            | ApiError::HeadTooLarge => outcome::BAD_REQUEST,
-            ApiError::Busy(_) => outcome::BUSY,
+            | ApiError::HeadTooLarge => Outcome::BadRequest,
+            ApiError::Busy(_) => Outcome::Busy,
             ApiError::ShuttingDown | ApiError::Unavailable(..) | ApiError::Internal(_) => {
-                outcome::ERROR
+                Outcome::Error
             }
         }
     }
 
-    /// The `upslot_quota_rejections_total{kind}` of this error, if it is one.
-    pub fn quota_kind(&self) -> Option<&'static str> {
+    /// Which limit refused an upload, if one did.
+    pub fn quota_kind(&self) -> Option<QuotaKind> {
         match self {
-            ApiError::UserQuota => Some(quota_kind::USER),
-            ApiError::InsufficientStorage(kind) => Some(kind),
+            ApiError::UserQuota => Some(QuotaKind::User),
+            ApiError::InsufficientStorage(kind) => Some(*kind),
             _ => None,
         }
     }
@@ -225,7 +224,7 @@ impl ApiError {
                     tracing::warn!(suppressed, error = %why, "{what} unavailable: answering 503");
                 }
             }
-            ApiError::Busy(busy::DESCRIPTORS) => {
+            ApiError::Busy(Busy::Descriptors) => {
                 if let Some(suppressed) = NO_DESCRIPTORS.ready() {
                     tracing::warn!(suppressed, "no file descriptor left: answering 503");
                 }

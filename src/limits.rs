@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use crate::client_ip::canonical;
 use crate::config::Limits;
-use crate::metrics::busy;
+use crate::metrics::Busy;
 
 /// Descriptors kept back from connections and files in flight: listeners, the
 /// control socket, the runtime's own, logging, a `files` command's answer.
@@ -82,11 +82,11 @@ pub enum Full {
 }
 
 impl Full {
-    /// A bounded label, for metrics (the same for connections and uploads).
-    pub fn label(self) -> &'static str {
+    /// Why, for metrics (the same for connections and uploads).
+    pub fn busy(self) -> Busy {
         match self {
-            Full::Total => busy::TOTAL,
-            Full::Client => busy::PER_CLIENT,
+            Full::Total => Busy::Total,
+            Full::Client => Busy::PerClient,
         }
     }
 }

@@ -37,50 +37,63 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Upload outcomes, the values of `upslot_uploads_total{outcome}`.
-pub mod outcome {
-    pub const CREATED: &str = "created";
-    pub const REFUSED: &str = "refused";
-    pub const TOO_LARGE: &str = "too_large";
-    pub const CONFLICT: &str = "conflict";
-    pub const QUOTA: &str = "quota";
-    pub const NO_SPACE: &str = "no_space";
-    pub const BAD_REQUEST: &str = "bad_request";
-    pub const ABORTED: &str = "aborted";
-    pub const TIMEOUT: &str = "timeout";
-    pub const BUSY: &str = "busy";
-    pub const ERROR: &str = "error";
-    pub const ALL: [&str; 11] = [
-        CREATED,
-        REFUSED,
-        TOO_LARGE,
-        CONFLICT,
-        QUOTA,
-        NO_SPACE,
-        BAD_REQUEST,
-        ABORTED,
-        TIMEOUT,
-        BUSY,
-        ERROR,
-    ];
+/// Labels that name one of a fixed set of values.
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
+    };
 }
 
-/// `upslot_busy_rejections_total{reason}`: why a request was answered 503;
-/// `TOTAL` and `PER_CLIENT` also label `upslot_connections_refused_total`.
-pub mod busy {
-    pub const TOTAL: &str = "total";
-    pub const PER_CLIENT: &str = "per_client";
-    pub const DESCRIPTORS: &str = "descriptors";
-    pub const ALL: [&str; 3] = [TOTAL, PER_CLIENT, DESCRIPTORS];
+labels! {
+    /// How a PUT ended: `upslot_uploads_total{outcome}`.
+    Outcome {
+        Created => "created",
+        Refused => "refused",
+        TooLarge => "too_large",
+        Conflict => "conflict",
+        Quota => "quota",
+        NoSpace => "no_space",
+        BadRequest => "bad_request",
+        Aborted => "aborted",
+        Timeout => "timeout",
+        Busy => "busy",
+        Error => "error",
+    }
 }
 
-/// `upslot_quota_rejections_total{kind}`.
-pub mod quota_kind {
-    pub const USER: &str = "user";
-    pub const TOTAL: &str = "total";
-    pub const FREE_SPACE: &str = "free_space";
-    pub const DISK_FULL: &str = "disk_full";
-    pub const ALL: [&str; 4] = [USER, TOTAL, FREE_SPACE, DISK_FULL];
+labels! {
+    /// Why a request was answered 503 for want of room:
+    /// `upslot_busy_rejections_total{reason}`; `Total` and `PerClient` also
+    /// label `upslot_connections_refused_total`.
+    Busy {
+        Total => "total",
+        PerClient => "per_client",
+        Descriptors => "descriptors",
+    }
+}
+
+labels! {
+    /// Which limit refused an upload: `upslot_quota_rejections_total{kind}`.
+    QuotaKind {
+        User => "user",
+        Total => "total",
+        FreeSpace => "free_space",
+        DiskFull => "disk_full",
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -232,20 +245,22 @@ impl Metrics {
             registry: r,
         };
         // Series that dashboards and alerts rely on exist from the start, at 0.
-        for o in outcome::ALL {
-            metrics.uploads.with_label_values(&[o]);
+        for o in Outcome::ALL {
+            metrics.uploads.with_label_values(&[o.label()]);
         }
-        for k in quota_kind::ALL {
-            metrics.quota_rejections.with_label_values(&[k]);
+        for k in QuotaKind::ALL {
+            metrics.quota_rejections.with_label_values(&[k.label()]);
         }
-        for reason in [busy::TOTAL, busy::PER_CLIENT] {
-            metrics.connections_refused.with_label_values(&[reason]);
+        for reason in [Busy::Total, Busy::PerClient] {
+            metrics
+                .connections_refused
+                .with_label_values(&[reason.label()]);
         }
         for reason in ["idle", "evicted", "shutdown", "stalled"] {
             metrics.connections_closed.with_label_values(&[reason]);
         }
-        for reason in busy::ALL {
-            metrics.busy_rejections.with_label_values(&[reason]);
+        for reason in Busy::ALL {
+            metrics.busy_rejections.with_label_values(&[reason.label()]);
         }
         for status in ["200", "206", "304", "404", "416"] {
             metrics.downloads.with_label_values(&[status]);

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::http::body::{self, Body};
 use crate::http::cors;
-use crate::metrics::{self, outcome};
+use crate::metrics::{self, Busy, Outcome, QuotaKind};
 use crate::path::SlotPath;
 use crate::telemetry;
 use crate::{download, upload};
@@ -61,6 +61,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
+    let kind = Kind::of(&method);
     let route = if head_size(&req) > app.config.limits.max_header_size {
         Err(ApiError::HeadTooLarge)
     } else {
@@ -83,51 +84,91 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
             Err(e)
         }
     };
-    if let Err(ApiError::Busy(reason)) = &result {
-        app.metrics
-            .busy_rejections
-            .with_label_values(&[reason])
-            .inc();
-    }
-    if method == Method::PUT {
-        let outcome = result
-            .as_ref()
-            .map_or_else(ApiError::upload_outcome, |_| outcome::CREATED);
-        app.metrics.uploads.with_label_values(&[outcome]).inc();
-        if let Err(kind) = result.as_ref().map_err(ApiError::quota_kind)
-            && let Some(kind) = kind
-        {
-            app.metrics
-                .quota_rejections
-                .with_label_values(&[kind])
-                .inc();
-        }
-    }
+    let ended = Ended::of(result.as_ref().err());
     let mut response = result.unwrap_or_else(ApiError::into_response);
     finish(&mut response, origin.as_ref(), app);
-    let status = response.status().as_u16();
-    if method == Method::GET || method == Method::HEAD {
-        app.metrics
-            .downloads
-            .with_label_values(&[response.status().as_str()])
-            .inc();
-    }
     let elapsed = started.elapsed();
-    app.metrics
-        .request_duration
-        .with_label_values(&[
-            metrics::method_label(&method),
-            metrics::status_class(status),
-        ])
-        .observe(elapsed.as_secs_f64());
+    account(app, kind, &method, response.status(), ended, elapsed);
     tracing::info!(
         method = %telemetry::clip(method.as_str(), METHOD_LOGGED),
         route = label,
-        status,
+        status = response.status().as_u16(),
         ms = elapsed.as_millis() as u64,
         "request"
     );
     response
+}
+
+/// What a request was meant to be, by its method: what its metrics count it
+/// as, whether or not its path parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Upload,
+    Download,
+    Other,
+}
+
+impl Kind {
+    fn of(method: &Method) -> Kind {
+        match *method {
+            Method::PUT => Kind::Upload,
+            Method::GET | Method::HEAD => Kind::Download,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// How a request ended, as its metrics tell it.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    /// Counted for PUTs only.
+    upload: Outcome,
+    quota: Option<QuotaKind>,
+    busy: Option<Busy>,
+}
+
+impl Ended {
+    fn of(error: Option<&ApiError>) -> Ended {
+        Ended {
+            upload: error.map_or(Outcome::Created, ApiError::upload_outcome),
+            quota: error.and_then(ApiError::quota_kind),
+            busy: match error {
+                Some(ApiError::Busy(busy)) => Some(*busy),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Every metric a request moves, in one place.
+fn account(
+    app: &App,
+    kind: Kind,
+    method: &Method,
+    status: StatusCode,
+    ended: Ended,
+    elapsed: std::time::Duration,
+) {
+    let m = &app.metrics;
+    if let Some(busy) = ended.busy {
+        m.busy_rejections.with_label_values(&[busy.label()]).inc();
+    }
+    match kind {
+        Kind::Upload => {
+            m.uploads.with_label_values(&[ended.upload.label()]).inc();
+            if let Some(quota) = ended.quota {
+                m.quota_rejections.with_label_values(&[quota.label()]).inc();
+            }
+        }
+        Kind::Download => m.downloads.with_label_values(&[status.as_str()]).inc(),
+        Kind::Other => {}
+    }
+    m.request_duration
+        .with_label_values(&[
+            metrics::method_label(method),
+            metrics::status_class(status.as_u16()),
+        ])
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Longest method name a log line carries: ours are at most 7 characters, and

@@ -132,7 +132,7 @@ where
             Err(full) => {
                 app.metrics
                     .connections_refused
-                    .with_label_values(&[full.label()])
+                    .with_label_values(&[full.busy().label()])
                     .inc();
                 if tls.is_none() {
                     // Best effort: the socket is fresh, so this rarely blocks.

@@ -66,7 +66,7 @@ pub async fn accept(
     let slot = app
         .uploads
         .enter(client, || false)
-        .map_err(|full| ApiError::Busy(full.label()))?;
+        .map_err(|full| ApiError::Busy(full.busy()))?;
     let now = app.clock.unix();
     let meta = super::meta::describe(app, path, &grant, content_type, now);
     // Path and name are most of the metadata, which the store must hold.
