@@ -173,6 +173,39 @@ impl Catalog {
         }
     }
 
+    /// Deletes objects of complete bodies older than `grace` that the index
+    /// does not know: what a crash or a failed deletion left (docs/storage.md).
+    /// A body becomes an object only when its upload's last byte is in, and the
+    /// index records it moments later, so an hour-old unknown one is garbage.
+    pub async fn sweep(&self, now: u64, grace: u64) -> Result<u64, IndexError> {
+        let objects = match self.store.objects_before(now.saturating_sub(grace)).await {
+            Ok(objects) => objects,
+            Err(e) => {
+                tracing::warn!(error = %e, "stray objects not swept this time");
+                return Ok(0);
+            }
+        };
+        let mut swept = 0;
+        for object in objects {
+            let Some(key) = object.split('.').next().and_then(Key::from_hex) else {
+                continue;
+            };
+            if self
+                .index
+                .get(&key)
+                .await?
+                .is_some_and(|meta| meta.object == object)
+            {
+                continue;
+            }
+            let stray = Arc::new(Meta::abandoned(String::new(), object));
+            if self.delete_bytes(stray).await.is_ok() {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     /// One batch of the reaper: up to `max` files expired at `now` are taken out
     /// of the index and their bytes deleted, after those left over from before.
     pub async fn reap(&self, now: u64, max: usize) -> Result<Reaped, IndexError> {

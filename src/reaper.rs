@@ -14,17 +14,30 @@ use crate::app::App;
 
 /// Files deleted per batch.
 const BATCH: usize = 256;
+/// How often the store is swept for objects nobody knows, and how old such an
+/// object must be (see `Catalog::sweep`).
+const SWEEP_EVERY: u64 = 3600;
 
 /// Runs passes every `reap_interval` until the task is dropped.
 pub async fn run(app: std::sync::Arc<App>) {
     let mut ticks = tokio::time::interval(app.config.reap_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept = app.clock.unix();
     loop {
         ticks.tick().await;
         match pass(&app).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired files deleted"),
             Err(e) => tracing::error!(error = %e, "reaper pass failed"),
+        }
+        let now = app.clock.unix();
+        if now.saturating_sub(swept) >= SWEEP_EVERY {
+            swept = now;
+            match app.catalog.sweep(now, SWEEP_EVERY).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "stray objects deleted"),
+                Err(e) => tracing::warn!(error = %e, "stray objects not swept"),
+            }
         }
     }
 }

@@ -37,6 +37,13 @@ impl Key {
         Key(Sha256::digest(format!("{slot}/").as_bytes()).into())
     }
 
+    /// The key whose [`hex`](Self::hex) is `hex`.
+    pub fn from_hex(hex: &str) -> Option<Key> {
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(hex, &mut bytes).ok()?;
+        Some(Key(bytes))
+    }
+
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -184,6 +191,12 @@ pub trait Store: Send + Sync + 'static {
     /// is in flight (one instance, at start-up). Returns how many were removed.
     async fn tidy(&self) -> io::Result<u64> {
         Ok(0)
+    }
+    /// Objects of complete bodies last changed before `before` (Unix
+    /// seconds), by [`Meta::object`], for a sweep to compare with the index.
+    /// Stores that name bodies by their key alone have none to offer.
+    async fn objects_before(&self, _before: u64) -> io::Result<Vec<String>> {
+        Ok(Vec::new())
     }
     /// Why the store cannot take uploads now, if it cannot.
     async fn check(&self) -> Option<String>;

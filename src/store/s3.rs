@@ -268,6 +268,17 @@ impl Inner {
 
     /// Every object name below the prefix.
     async fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .list_dated()
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Every object below the prefix, with when it was last changed (Unix
+    /// seconds; 0 if S3 sent a time it cannot read).
+    async fn list_dated(&self) -> io::Result<Vec<(String, u64)>> {
         let mut names = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -301,7 +312,11 @@ impl Inner {
                     .map_err(|e| {
                         io::Error::other(format!("S3 listing: a key is not UTF-8: {e}"))
                     })?;
-                names.push(key.into_owned());
+                let changed = humantime::parse_rfc3339_weak(&content.last_modified)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                names.push((key.into_owned(), changed));
             }
             match page.next_continuation_token {
                 Some(next) => token = Some(next),
@@ -456,6 +471,18 @@ impl Store for S3Store {
             }
         }
         Ok(found)
+    }
+
+    async fn objects_before(&self, before: u64) -> io::Result<Vec<String>> {
+        let prefix = &self.inner.prefix;
+        Ok(self
+            .inner
+            .list_dated()
+            .await?
+            .into_iter()
+            .filter(|(name, changed)| *changed < before && !name.ends_with(META_SUFFIX))
+            .filter_map(|(name, _)| name.strip_prefix(prefix.as_str()).map(str::to_owned))
+            .collect())
     }
 
     /// Bodies without metadata: an upload stopped between the two PUTs.
