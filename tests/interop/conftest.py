@@ -12,8 +12,9 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ DOMAIN = "localhost"
 USER = "alice"
 PASSWORD = "correct horse " + secrets.token_hex(4)
 MAX_SIZE = 10 * 1024 * 1024  # what upslot and the XMPP servers are told
+# Set: "upslot" is three instances on S3 (Garage) and PostgreSQL behind nginx,
+# started by deploy/cluster/ (README.md, "Running several instances").
+CLUSTER = os.environ.get("UPSLOT_INTEROP_CLUSTER") == "1"
 
 
 def _q(s: str) -> str:
@@ -89,6 +93,11 @@ class Upslot:
     port: int
     admin: int
     data_dir: Path
+    # In a cluster: the other instances, whose logs a request may land in too.
+    others: list[Proc] = field(default_factory=list)
+
+    def logs(self) -> list[Path]:
+        return [p.log for p in [self.proc, *self.others]]
 
     @property
     def base_url(self) -> str:
@@ -135,7 +144,9 @@ class Upslot:
             return r.read().decode()
 
 
-def start_upslot(tmp: Path, port: int, admin: int, allow_origins: list[str]) -> Upslot:
+def start_upslot(
+    tmp: Path, port: int, admin: int, allow_origins: list[str], tables: str = ""
+) -> Upslot:
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "upslot.toml"
     config.write_text(
@@ -154,6 +165,7 @@ def start_upslot(tmp: Path, port: int, admin: int, allow_origins: list[str]) -> 
         [cors]
         allow_origins = {json.dumps(allow_origins)}
         """)
+        + tables
     )
     run([str(upslot_binary()), "check-config", str(config)])
     proc = Proc(
@@ -173,11 +185,67 @@ def start_upslot(tmp: Path, port: int, admin: int, allow_origins: list[str]) -> 
 
 @pytest.fixture(scope="session")
 def upslot(tmp_path_factory, ports):
+    if CLUSTER:
+        # Under /tmp: PostgreSQL runs as its own user, which must reach its socket.
+        tmp = Path(tempfile.mkdtemp(prefix="upslot-interop-cluster-"))
+        try:
+            yield from upslot_cluster(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     server = start_upslot(
         tmp_path_factory.mktemp("upslot"), ports["upslot"], ports["upslot_admin"], ["*"]
     )
     yield server
     server.proc.stop()
+
+
+def cluster_script(script: str, *args: str) -> None:
+    run(["bash", str(ROOT / "deploy" / "cluster" / script), *args], timeout=120)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip().strip('"') for k, v in pairs}
+
+
+def upslot_cluster(tmp: Path):
+    """Garage, PostgreSQL, three upslot instances and nginx in front of them;
+    the Upslot it yields is nginx, signing with the first instance's config."""
+    stops = []
+    try:
+        cluster_script("garage.sh", "start", str(tmp))
+        stops.append(lambda: cluster_script("garage.sh", "stop", str(tmp)))
+        cluster_script("postgres.sh", "start", str(tmp))
+        stops.append(lambda: cluster_script("postgres.sh", "stop", str(tmp)))
+        s3, pg = env_file(tmp / "garage.env"), env_file(tmp / "postgres.env")
+        tables = textwrap.dedent(f"""
+            [storage]
+            backend = "s3"
+            endpoint = {_q(s3["S3_ENDPOINT"])}
+            region = {_q(s3["S3_REGION"])}
+            bucket = {_q(s3["S3_BUCKET"])}
+            access_key_id = {_q(s3["AWS_ACCESS_KEY_ID"])}
+            secret_access_key = {_q(s3["AWS_SECRET_ACCESS_KEY"])}
+
+            [index]
+            backend = "postgres"
+            url = {_q(pg["UPSLOT_INDEX_URL"])}
+            """)
+        instances = []
+        for i in range(3):
+            instance = start_upslot(tmp / f"upslot{i}", free_port(), free_port(), ["*"], tables)
+            instances.append(instance)
+            stops.append(instance.proc.stop)
+        cluster_script("nginx.sh", "start", str(tmp), *(f"127.0.0.1:{u.port}" for u in instances))
+        stops.append(lambda: cluster_script("nginx.sh", "stop", str(tmp)))
+        port = int(env_file(tmp / "nginx.env")["NGINX_URL"].rsplit(":", 1)[1])
+        first = instances[0]
+        others = [u.proc for u in instances[1:]]
+        yield Upslot(first.proc, first.config, port, first.admin, first.data_dir, others)
+    finally:
+        for stop in reversed(stops):
+            stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@
 #
 #   UPSLOT_INTEROP_PROFILE=debug     test target/debug/upslot (default: release)
 #   UPSLOT_INTEROP_VENV=DIR          the venv (default: target/interop-venv)
+#   UPSLOT_INTEROP_CLUSTER=1         upslot is three instances on S3 (Garage) and
+#                                    PostgreSQL behind nginx (deploy/cluster/)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
