@@ -325,19 +325,27 @@ impl Inner {
         }
     }
 
+    /// Looks up an object that does not exist: unlike the bucket's own
+    /// metadata, an object's needs the service's quorum (Garage answers for
+    /// its bucket with two of three nodes down, but cannot store).
     async fn check(&self) -> Option<String> {
+        let probe = format!("{}readyz-probe", self.prefix);
         let url = self
             .bucket
-            .head_bucket(Some(&self.credentials))
+            .head_object(Some(&self.credentials), &probe)
             .sign(SIGNED_FOR);
         let request = match self.request(Method::HEAD, url).body(empty()) {
             Ok(request) => request,
             Err(e) => return Some(format!("storage check failed ({e})")),
         };
         match self.send(request).await {
-            Ok(response) if response.status().is_success() => None,
+            Ok(response)
+                if response.status() == StatusCode::NOT_FOUND || response.status().is_success() =>
+            {
+                None
+            }
             Ok(response) => Some(format!(
-                "storage unavailable (bucket answers {})",
+                "storage unavailable (the bucket answers {})",
                 response.status()
             )),
             Err(e) => Some(format!("storage unavailable ({e})")),
