@@ -79,7 +79,7 @@ async fn preflight_needs_no_token() {
         assert_exposes(&r);
     }
     // Preflight stored nothing.
-    assert!(server.files_on_disk().is_empty());
+    assert_eq!(server.leftovers().await, Vec::<String>::new());
 }
 
 /// One response of each status a browser can meet, all sent with `Origin`.

@@ -3,7 +3,8 @@
 //! base_path, absolute-form and raw bytes. Each is sent raw, as written, as PUTs
 //! carrying a *valid* v1 token for every reading of the path a careless server
 //! might verify (raw, decoded once, decoded and normalised), and as GETs. None may
-//! store anything, anywhere, and each gets the 400 or 404 named in the table.
+//! store anything, in the store or anywhere on disk, and each gets the 400 or
+//! 404 named in the table.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use common::Server;
 use percent_encoding::percent_decode;
-use support::{Raw, uploads};
+use support::Raw;
 use upslot::auth::{Scheme, sign_query};
 
 /// (request target as sent, expected status). Paths are below `/upload/`.
@@ -210,11 +211,8 @@ async fn hostile_puts_store_nothing_anywhere() {
         assert_eq!(got, want, "unsigned PUT {shown}");
         let got = status_of(&server, &request("DELETE", target, None, b"")).await;
         assert_eq!(got, want, "DELETE {shown}");
-        assert!(
-            uploads(&server).is_empty(),
-            "{shown} stored {:?}",
-            uploads(&server)
-        );
+        let left = server.leftovers().await;
+        assert!(left.is_empty(), "{shown} stored {left:?}");
     }
     assert_eq!(entries(&outer), before, "something was written");
 }
@@ -226,7 +224,7 @@ async fn hostile_gets_never_reach_a_stored_file() {
     for path in ["a/b.txt", "b.txt", "x", "etc/passwd", "a/b/c.txt", "a/b"] {
         server.upload(path, b"secret bytes").await;
     }
-    let stored = uploads(&server);
+    let stored = server.leftovers().await;
     for &(target, want) in CASES {
         let shown = String::from_utf8_lossy(target);
         for method in ["GET", "HEAD"] {
@@ -234,7 +232,7 @@ async fn hostile_gets_never_reach_a_stored_file() {
             assert_eq!(got, want, "{method} {shown}");
         }
     }
-    assert_eq!(uploads(&server), stored);
+    assert_eq!(server.leftovers().await, stored);
 }
 
 /// The sanity check behind both tests: the same requests with a well-formed path
@@ -282,7 +280,8 @@ async fn one_file_under_every_spelling() {
         let got = status_of(&server, &request("GET", spelling, None, b"")).await;
         assert_eq!(got, 200, "GET {shown}");
     }
-    assert_eq!(uploads(&server).len(), 1, "one file");
+    assert_eq!(server.stored_paths().await, [signed], "one file");
+    assert_eq!(server.pending().await, Vec::<String>::new());
 }
 
 /// Asterisk-form is only for OPTIONS: `PUT *` is no path of ours (404), and
@@ -297,7 +296,7 @@ async fn asterisk_form() {
     assert_eq!(got, 404);
     let got = status_of(&server, &request("GET", b"*", None, b"")).await;
     assert_eq!(got, 404);
-    assert!(uploads(&server).is_empty());
+    assert_eq!(server.leftovers().await, Vec::<String>::new());
 }
 
 /// ejabberd >= 25.08 may send the file name as raw UTF-8 (DESIGN §2): the HTTP

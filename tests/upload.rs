@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::{Server, T0};
 use http::{Method, StatusCode};
 use serde_json::Value;
-use support::{Raw, body, put_head, sha256_hex, uploads, v1_target};
+use support::{Raw, body, put_head, sha256_hex, v1_target};
 use upslot::auth::{JwtSlot, Scheme, sign_jwt};
 
 const WEEK: u64 = 7 * 24 * 3600;
@@ -32,14 +32,19 @@ fn slot(slot: &str, filesize: u64) -> JwtSlot {
     }
 }
 
-/// The one file in the data directory: its metadata, parsed, and its body.
-fn stored(server: &Server) -> (Value, Vec<u8>) {
-    let files = uploads(server);
+/// The one file in the store: its metadata, as stored, and its body. Nothing
+/// else is there, not even part of a file.
+async fn stored(server: &Server) -> (Value, Vec<u8>) {
+    let mut files = server.stored().await;
     assert_eq!(files.len(), 1, "exactly one stored file: {files:?}");
-    (
-        common::stored_meta(&files[0]),
-        std::fs::read(&files[0]).unwrap(),
-    )
+    assert_eq!(server.pending().await, Vec::<String>::new());
+    let file = files.remove(0);
+    (file.meta, file.body)
+}
+
+/// Whether the store holds nothing at all (no file, no part of one).
+async fn store_is_empty(server: &Server) -> bool {
+    server.leftovers().await.is_empty()
 }
 
 #[tokio::test]
@@ -119,7 +124,7 @@ async fn refused_tokens_are_403_with_a_reason() {
             .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.text());
         assert_eq!(r.text(), reason, "{what}");
-        assert!(uploads(&server).is_empty(), "{what} left a file");
+        assert!(store_is_empty(&server).await, "{what} left a file");
     }
     // The slot is still free: the good token works after all the refusals.
     let r = server
@@ -143,7 +148,7 @@ async fn disabled_jwt_scheme_is_403() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.text(), "scheme disabled");
-    assert!(uploads(&server).is_empty());
+    assert!(store_is_empty(&server).await);
 }
 
 #[tokio::test]
@@ -164,7 +169,7 @@ async fn no_content_length_is_411() {
     assert!(raw.send(head.as_bytes()).await);
     let r = raw.read_response().await.expect("an answer");
     assert_eq!(r.status, 411, "{}", r.head);
-    assert!(uploads(&server).is_empty());
+    assert!(store_is_empty(&server).await);
 }
 
 /// Both framings at once (a request-smuggling shape, RFC 9112 §6.3): refused with
@@ -185,7 +190,7 @@ async fn content_length_with_chunked_is_refused_and_smuggles_nothing() {
     let r = raw.read_response().await.expect("an answer");
     assert_eq!(r.status, 411, "{}", r.head);
     assert!(raw.closed().await, "a second request was read");
-    assert!(uploads(&server).is_empty());
+    assert!(store_is_empty(&server).await);
     let got = server.get("u1/hidden.txt", &[]).await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
 }
@@ -203,7 +208,7 @@ async fn an_expired_path_can_be_uploaded_again() {
     );
     server.upload("u1/again.txt", b"other").await;
     assert_eq!(&server.get("u1/again.txt", &[]).await.body[..], b"other");
-    let (meta, body) = stored(&server);
+    let (meta, body) = stored(&server).await;
     assert_eq!(body, b"other");
     assert_eq!(meta["created"], T0 + WEEK);
     assert_eq!(meta["expires"], T0 + 2 * WEEK);
@@ -215,7 +220,7 @@ async fn above_max_file_size_is_413_and_the_limit_itself_fits() {
     let r = server.put_v1("u1/big.bin", &body(1025, 2)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
     assert_eq!(r.text(), "file too large");
-    assert!(uploads(&server).is_empty());
+    assert!(store_is_empty(&server).await);
     server.upload("u1/big.bin", &body(1024, 2)).await;
 }
 
@@ -224,10 +229,14 @@ async fn second_put_to_a_completed_path_is_409_and_changes_nothing() {
     let server = Server::start().await;
     let first = body(4096, 3);
     server.upload("u1/once.bin", &first).await;
-    let before = uploads(&server);
+    let before = server.leftovers().await;
     let r = server.put_v1("u1/once.bin", &body(4096, 4)).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
-    assert_eq!(uploads(&server), before, "the refused PUT left something");
+    assert_eq!(
+        server.leftovers().await,
+        before,
+        "the refused PUT left something"
+    );
     let got = server.get("u1/once.bin", &[]).await;
     assert!(
         got.body[..] == first[..],
@@ -272,7 +281,7 @@ async fn outside_base_path_is_404() {
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
     }
-    assert!(uploads(&server).is_empty());
+    assert!(store_is_empty(&server).await);
 }
 
 /// Eight clients PUT different bodies to one slot at once: one wins, seven get 409,
@@ -309,25 +318,26 @@ async fn racing_puts_give_one_201_and_the_winners_body() {
         got.body[..] == body(len, winners[0] as u8)[..],
         "stored body is not the winner's"
     );
-    let (meta, _) = stored(&server);
+    // The losers left nothing: `stored` finds the one file and nothing else.
+    let (meta, _) = stored(&server).await;
     assert_eq!(meta["sha256"], sha256_hex(&body(len, winners[0] as u8)));
-    assert!(support::pending_files(server.data_dir()).is_empty());
 }
 
-/// Path and name are most of a file's metadata, which the store keeps in an
-/// extended attribute: a path too long for it is refused before the body (414),
-/// one of a realistic length is stored whole.
+/// Path and name are most of a file's metadata, which every store must be able
+/// to keep beside the file (at most `META_MAX` bytes; on fs an extended
+/// attribute): a path too long for it is refused before the body (414), one of
+/// a realistic length is stored whole.
 #[tokio::test]
 async fn a_path_too_long_for_the_metadata_is_refused() {
     let server = Server::start().await;
     let long = format!("slot/{}.txt", "n".repeat(2000));
     let r = server.put_v1(&long, b"x").await;
     assert_eq!(r.status, StatusCode::URI_TOO_LONG, "{}", r.text());
-    assert!(uploads(&server).is_empty());
+    assert!(store_is_empty(&server).await);
 
     let fine = format!("slot/{}.txt", "ü".repeat(300));
     server.upload(&fine, b"x").await;
-    let (meta, body) = stored(&server);
+    let (meta, body) = stored(&server).await;
     assert_eq!(meta["path"], fine.as_str());
     assert_eq!(body, b"x");
 }
@@ -347,7 +357,7 @@ async fn metadata_describes_the_file() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let (meta, stored_body) = stored(&server);
+    let (meta, stored_body) = stored(&server).await;
     assert!(stored_body == data, "stored body differs");
     assert_eq!(meta["path"], path);
     assert_eq!(meta["name"], "Grüße (1).png");
@@ -364,7 +374,7 @@ async fn metadata_describes_the_file() {
 async fn metadata_of_a_v1_upload_guesses_the_type_from_the_name() {
     let server = Server::start().await;
     server.upload("u1/notes.txt", b"some notes").await;
-    let (meta, _) = stored(&server);
+    let (meta, _) = stored(&server).await;
     assert_eq!(meta["scheme"], "v1");
     assert_eq!(meta["content_type"], "text/plain");
     assert_eq!(meta["sha256"], sha256_hex(b"some notes"));
@@ -389,7 +399,7 @@ async fn jwt_expires_and_sub_are_stored() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let (meta, _) = stored(&server);
+    let (meta, _) = stored(&server).await;
     assert_eq!(meta["scheme"], "jwt");
     assert_eq!(meta["created"], T0);
     assert_eq!(
@@ -425,7 +435,7 @@ async fn jwt_expires_beyond_retention_is_capped() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let (meta, _) = stored(&server);
+    let (meta, _) = stored(&server).await;
     assert_eq!(meta["expires"], T0 + WEEK);
     assert!(meta.get("uploader").is_none_or(Value::is_null));
 }
@@ -486,7 +496,8 @@ async fn a_jwt_slot_holds_one_file() {
         (r.status, r.text().as_str()),
         (StatusCode::FORBIDDEN, "slot mismatch")
     );
-    assert_eq!(uploads(&server).len(), 1);
+    assert_eq!(server.stored_paths().await, ["j1/f.txt"]);
+    assert_eq!(server.pending().await, Vec::<String>::new());
     // The slot stays used across a restart: the index is rebuilt from the store.
     let (config, clock, dir) = server.stop().await;
     let server = Server::start_with(config, clock, dir).await;
@@ -544,7 +555,11 @@ async fn racing_names_in_one_jwt_slot_give_one_201() {
     }
     statuses.sort();
     assert_eq!(statuses, [201, 409, 409, 409]);
-    assert_eq!(uploads(&server).len(), 1);
+    let (meta, _) = stored(&server).await;
+    assert!(
+        meta["path"].as_str().unwrap().starts_with("race/"),
+        "{meta}"
+    );
 }
 
 /// After a rotation, slots signed with the previous secret are accepted until

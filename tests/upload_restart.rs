@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use common::{Server, T0};
 use http::{Method, StatusCode};
-use support::{Raw, body, pending_files, put_head, store_files, v1_target, wait_for};
+use support::{
+    Raw, body, pending_files, put_head, store_files, v1_target, wait_for_upload_under_way,
+    wait_until,
+};
 use upslot::auth::{JwtSlot, Scheme, sign_jwt};
 
 /// Headers that describe the stored file (everything but `date`).
@@ -25,7 +28,10 @@ const DESCRIBING: &[&str] = &[
 ];
 
 /// Status, describing headers and body of a GET.
-async fn snapshot(server: &Server, path: &str) -> (StatusCode, Vec<Option<String>>, Vec<u8>) {
+type Snapshot = (StatusCode, Vec<Option<String>>, Vec<u8>);
+
+/// The [`Snapshot`] of `path`.
+async fn snapshot(server: &Server, path: &str) -> Snapshot {
     let r = server.get(path, &[]).await;
     let headers = DESCRIBING
         .iter()
@@ -74,16 +80,56 @@ async fn upload_some(server: &Server) -> Vec<&'static str> {
     vec!["u1/notes.txt", "u2/pic.png", "s1/doc.pdf"]
 }
 
+/// [`snapshot`]s of `paths`, each of them served.
+async fn snapshots(server: &Server, paths: &[&str]) -> Vec<Snapshot> {
+    let mut out = Vec::new();
+    for path in paths {
+        let snap = snapshot(server, path).await;
+        assert_eq!(snap.0, StatusCode::OK, "{path}");
+        out.push(snap);
+    }
+    out
+}
+
+/// Asserts that `paths` are served as `before`.
+async fn served_as_before(server: &Server, paths: &[&str], before: &[Snapshot]) {
+    for (path, want) in paths.iter().zip(before) {
+        let got = snapshot(server, path).await;
+        assert_eq!(got.0, want.0, "{path}: status");
+        assert_eq!(got.1, want.1, "{path}: headers");
+        assert!(got.2 == want.2, "{path}: body differs after restart");
+    }
+}
+
 #[tokio::test]
-async fn files_survive_a_restart_and_leftovers_do_not() {
+async fn files_survive_a_restart() {
     let server = Server::start().await;
     let paths = upload_some(&server).await;
-    let mut before = Vec::new();
-    for path in &paths {
-        let snap = snapshot(&server, path).await;
-        assert_eq!(snap.0, StatusCode::OK, "{path}");
-        before.push(snap);
+    let before = snapshots(&server, &paths).await;
+    let stored = server.stored().await;
+    let held = server.leftovers().await;
+    assert_eq!(stored.len(), paths.len(), "one file per upload");
+    let (config, clock, data) = server.stop().await;
+
+    let server = Server::start_with(config, clock, data).await;
+    served_as_before(&server, &paths, &before).await;
+    assert_eq!(server.stored().await, stored, "the store changed");
+    assert_eq!(server.leftovers().await, held);
+    // Still taken after the restart.
+    let r = server.put_v1("u1/notes.txt", b"plain text notes").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+}
+
+/// What a crash leaves in the data directory (temporaries, a body without
+/// metadata, the earlier layout's metadata file) is dealt with at start-up.
+#[tokio::test]
+async fn files_survive_a_restart_and_leftovers_do_not() {
+    if common::on_cluster() {
+        return; // about the file-system store: its tmp/ and files/ on local disk
     }
+    let server = Server::start().await;
+    let paths = upload_some(&server).await;
+    let before = snapshots(&server, &paths).await;
     let (config, clock, data) = server.stop().await;
 
     // What a crash mid-upload leaves: a body and metadata under temporary names.
@@ -114,12 +160,7 @@ async fn files_survive_a_restart_and_leftovers_do_not() {
         "start-up left {:?}",
         pending_files(server.data_dir())
     );
-    for (path, want) in paths.iter().zip(&before) {
-        let got = snapshot(&server, path).await;
-        assert_eq!(got.0, want.0, "{path}: status");
-        assert_eq!(got.1, want.1, "{path}: headers");
-        assert!(got.2 == want.2, "{path}: body differs after restart");
-    }
+    served_as_before(&server, &paths, &before).await;
     assert!(!orphan.exists(), "start-up kept a body without metadata");
     assert!(!old_layout.exists(), "start-up left the old metadata file");
     assert!(
@@ -141,17 +182,14 @@ async fn shutdown_aborts_a_stalled_upload_and_leaves_nothing() {
     server
         .upload("u1/kept.txt", b"complete before shutdown")
         .await;
-    let complete = store_files(server.data_dir());
+    let complete = server.leftovers().await;
     let data = body(3 << 20, 3);
     let target = v1_target(&server, "u1/stalled.bin", data.len() as u64);
+    let received = server.received();
     let mut raw = Raw::connect(server.addr).await;
     assert!(raw.send(&put_head(&target, data.len() as u64, &[])).await);
     assert!(raw.send(&data[..1 << 20]).await);
-    let data_dir = server.data_dir().to_owned();
-    wait_for("the upload to reach the disk", || {
-        !pending_files(&data_dir).is_empty()
-    })
-    .await;
+    wait_for_upload_under_way(&server, received, 1 << 20).await;
 
     let (config, clock, dir) = tokio::time::timeout(Duration::from_secs(20), server.stop())
         .await
@@ -160,14 +198,14 @@ async fn shutdown_aborts_a_stalled_upload_and_leaves_nothing() {
     if let Some(r) = raw.read_response().await {
         assert_ne!(r.status, 201, "{}", r.head);
     }
-    wait_for("the aborted upload to be removed", || {
-        store_files(&config.data_dir) == complete
+    wait_until("the aborted upload to be removed", || async {
+        common::leftovers(&config).await == complete
     })
     .await;
 
     // And after a restart only the complete file is there.
     let server = Server::start_with(config, clock, dir).await;
-    assert_eq!(store_files(server.data_dir()), complete);
+    assert_eq!(server.leftovers().await, complete);
     assert_eq!(
         server.get("u1/stalled.bin", &[]).await.status,
         StatusCode::NOT_FOUND
@@ -186,26 +224,18 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
     let addr = server.addr;
     let data = body(300_000, 4);
     let target = v1_target(&server, "u1/inflight.bin", data.len() as u64);
+    let received = server.received();
     let mut raw = Raw::connect(addr).await;
     assert!(raw.send(&put_head(&target, data.len() as u64, &[])).await);
     assert!(raw.send(&data[..100_000]).await);
-    let data_dir = server.data_dir().to_owned();
-    wait_for("the upload to reach the disk", || {
-        !pending_files(&data_dir).is_empty()
-    })
-    .await;
+    wait_for_upload_under_way(&server, received, 100_000).await;
 
     let stopping = tokio::spawn(server.stop());
     // Shutdown has begun once the listener is gone.
-    let mut refused = false;
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "the listener stayed open after stop()");
+    wait_until("the listener to close after stop()", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
 
     assert!(raw.send(&data[100_000..]).await);
     let r = raw.read_response().await.expect("an answer");
@@ -214,7 +244,7 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
         .await
         .expect("stop() returns once the upload is done")
         .unwrap();
-    assert!(pending_files(&config.data_dir).is_empty());
+    assert_eq!(common::pending(&config).await, Vec::<String>::new());
 
     let server = Server::start_with(config, clock, dir).await;
     assert!(server.get("u1/inflight.bin", &[]).await.body[..] == data[..]);

@@ -1,6 +1,6 @@
 //! Uploads that go wrong on the wire (DESIGN §3, §4): aborted, short, stalled, too
 //! long, and `Expect: 100-continue` answered from the headers alone. Each failure
-//! leaves nothing in the data directory and the slot can be retried.
+//! leaves nothing in the store and the slot can be retried.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,37 +17,37 @@ use http::{Method, Request, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{Raw, body, pending_files, put_head, uploads, v1_target, wait_for, wait_until_empty};
+use support::{
+    Raw, body, put_head, v1_target, wait_for_upload_under_way, wait_until, wait_until_empty,
+};
 
 /// Retries a PUT of the slot once the failed attempt is gone. The failed handler
 /// removes its files and then releases its claim on the path, so for an instant
-/// after the directory is empty the path may still answer 409; a bounded loop
+/// after the store is empty the path may still answer 409; a bounded wait
 /// covers that instant (a claim that is never released still fails the test).
 async fn retry_succeeds(server: &Server, path: &str, data: &[u8]) {
-    for _ in 0..100 {
+    wait_until("the slot released after a failed upload", || async {
         let r = server.put_v1(path, data).await;
-        if r.status != StatusCode::CONFLICT {
-            assert_eq!(r.status, StatusCode::CREATED, "retry: {}", r.text());
-            let got = server.get(path, &[]).await;
-            assert!(got.body[..] == data[..], "retry stored other bytes");
-            return;
+        if r.status == StatusCode::CONFLICT {
+            return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the slot stayed claimed after a failed upload");
+        assert_eq!(r.status, StatusCode::CREATED, "retry: {}", r.text());
+        true
+    })
+    .await;
+    let got = server.get(path, &[]).await;
+    assert!(got.body[..] == data[..], "retry stored other bytes");
 }
 
-/// Sends the head and the first half of `data`, and waits until the
-/// server has started writing it to disk (so later checks are not vacuous).
+/// Sends the head and the first half of `data`, and waits until the server
+/// has received it and begun to store it (so later checks are not vacuous).
 async fn start_upload(server: &Server, path: &str, data: &[u8]) -> Raw {
     let target = v1_target(server, path, data.len() as u64);
+    let received = server.received();
     let mut raw = Raw::connect(server.addr).await;
     assert!(raw.send(&put_head(&target, data.len() as u64, &[])).await);
     assert!(raw.send(&data[..data.len() / 2]).await);
-    wait_for("the upload to reach the disk", || {
-        !pending_files(server.data_dir()).is_empty()
-    })
-    .await;
+    wait_for_upload_under_way(server, received, data.len() as u64 / 2).await;
     raw
 }
 
@@ -58,7 +58,7 @@ async fn aborted_upload_leaves_nothing_and_can_be_retried() {
     let data = body(3 << 20, 1);
     let raw = start_upload(&server, "u1/abort.bin", &data).await;
     drop(raw);
-    wait_until_empty(server.data_dir()).await;
+    wait_until_empty(&server).await;
     assert_eq!(
         server.get("u1/abort.bin", &[]).await.status,
         StatusCode::NOT_FOUND
@@ -102,7 +102,7 @@ async fn short_body_then_half_close_is_refused() {
         raw.closed().await,
         "connection kept open after a short body"
     );
-    wait_until_empty(server.data_dir()).await;
+    wait_until_empty(&server).await;
     retry_succeeds(&server, "u1/short.bin", &data).await;
 }
 
@@ -117,7 +117,7 @@ async fn stalled_upload_times_out_and_leaves_nothing() {
     assert_eq!(r.text(), "upload timed out");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(raw.closed().await, "connection kept open after a timeout");
-    wait_until_empty(server.data_dir()).await;
+    wait_until_empty(&server).await;
     retry_succeeds(&server, "u1/stall.bin", &data).await;
 }
 
@@ -143,7 +143,7 @@ async fn expect_100_continue_oversized_bad_token_and_existing() {
 
     let wrong = v1_target(&server, "u1/a.bin", 10);
     expect_refused(&server, &wrong, 11, 403, "signature mismatch").await;
-    assert!(uploads(&server).is_empty());
+    assert_eq!(server.leftovers().await, Vec::<String>::new());
 
     // A JWT whose filesize is not the Content-Length.
     let claims = upslot::auth::JwtSlot {
@@ -171,13 +171,13 @@ async fn expect_100_continue_oversized_bad_token_and_existing() {
         .expect("an answer without the body");
     assert_eq!(r.status, 413, "first response: {}", r.head);
     assert_eq!(r.text(), "size mismatch");
-    assert!(uploads(&server).is_empty());
+    assert_eq!(server.leftovers().await, Vec::<String>::new());
 
     server.upload("u1/taken.bin", &body(100, 4)).await;
-    let before = uploads(&server);
+    let before = server.leftovers().await;
     let taken = v1_target(&server, "u1/taken.bin", 100);
     expect_refused(&server, &taken, 100, 409, "already exists").await;
-    assert_eq!(uploads(&server), before);
+    assert_eq!(server.leftovers().await, before);
 }
 
 #[tokio::test]
@@ -306,7 +306,7 @@ async fn http2_body_longer_than_announced_is_refused() {
     )
     .await;
     assert_refused_h2(result);
-    wait_until_empty(server.data_dir()).await;
+    wait_until_empty(&server).await;
     assert_eq!(
         server.get("u1/long.bin", &[]).await.status,
         StatusCode::NOT_FOUND
@@ -321,7 +321,7 @@ async fn http2_body_shorter_than_announced_is_refused() {
     let target = v1_target(&server, "u1/short2.bin", 10_000);
     let result = h2_put(&server, &target, 10_000, vec![&data[..6_000]]).await;
     assert_refused_h2(result);
-    wait_until_empty(server.data_dir()).await;
+    wait_until_empty(&server).await;
     retry_succeeds(&server, "u1/short2.bin", &data).await;
 }
 
@@ -363,5 +363,10 @@ async fn early_refusal_reads_the_body_so_the_answer_arrives() {
         assert_eq!(next.status, 200);
         assert_eq!(next.body, b"first");
     }
-    assert_eq!(uploads(&server).len(), 1, "only the first file is stored");
+    assert_eq!(
+        server.stored_paths().await,
+        ["taken/x.bin"],
+        "only the first file is stored"
+    );
+    assert_eq!(server.pending().await, Vec::<String>::new());
 }

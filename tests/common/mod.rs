@@ -17,7 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use upslot::clock::ManualClock;
-use upslot::config::{Config, SecretSource};
+use upslot::config::{Config, IndexBackend, SecretSource, Setting, Storage};
+use upslot::http::body::Segment;
 
 pub const SECRET: &str = "xep0363-test-secret";
 /// 2026-01-01T00:00:00Z: tests start their clock here unless they say otherwise.
@@ -82,8 +83,8 @@ pub fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-fn cluster_backends() -> Option<(upslot::config::Storage, upslot::config::IndexBackend)> {
-    use upslot::config::{IndexBackend, S3, Setting, Storage};
+fn cluster_backends() -> Option<(Storage, IndexBackend)> {
+    use upslot::config::S3;
     let dir = PathBuf::from(std::env::var_os("UPSLOT_TEST_CLUSTER")?);
     let s3 = env_file(&dir.join("garage.env"));
     let pg = env_file(&dir.join("postgres.env"));
@@ -266,17 +267,166 @@ impl Server {
 
     /// Every file currently in the data directory (bodies, temporaries, named or
     /// not), leaving out the service's own `secret`, `lock` and `control.sock`.
+    /// For tests of the file-system store itself; others ask [`leftovers`].
     pub fn files_on_disk(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = walk(self.data_dir())
-            .into_iter()
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n != "secret" && n != "lock" && n != "control.sock")
-            })
-            .collect();
-        out.extend(unnamed_files(self.data_dir()));
+        files_in(self.data_dir())
+    }
+
+    /// Every complete file the store holds, read through the store itself
+    /// (whatever the backend), sorted by path: its metadata as the store keeps
+    /// it (with `s3`, `object` too) and its bytes.
+    pub async fn stored(&self) -> Vec<Stored> {
+        let store = &self.app.catalog.store;
+        let mut metas = store.scan().await.expect("scan the store");
+        metas.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut out = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let whole = vec![Segment::Stored {
+                offset: 0,
+                len: meta.size,
+            }];
+            let body = store
+                .read(&meta, whole)
+                .await
+                .expect("read a stored file")
+                .unwrap_or_else(|| panic!("{}: scanned, but its bytes are gone", meta.path));
+            let body = body.collect().await.expect("read a stored file").to_bytes();
+            out.push(Stored {
+                meta: serde_json::to_value(&meta).unwrap(),
+                body: body.to_vec(),
+            });
+        }
         out
     }
+
+    /// The paths of [`stored`](Self::stored) files.
+    pub async fn stored_paths(&self) -> Vec<String> {
+        self.stored()
+            .await
+            .iter()
+            .map(|s| s.meta["path"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Everything the store holds, complete files or not: see [`leftovers`].
+    pub async fn leftovers(&self) -> Vec<String> {
+        leftovers(&self.config).await
+    }
+
+    /// What the store holds that is no part of a complete file: see [`pending`].
+    pub async fn pending(&self) -> Vec<String> {
+        pending(&self.config).await
+    }
+
+    /// Body bytes the service has received from clients so far
+    /// (`upslot_upload_bytes_total`), whether or not the store shows them yet.
+    pub fn received(&self) -> u64 {
+        self.app.metrics.upload_bytes.get()
+    }
+}
+
+/// One complete file as the store holds it ([`Server::stored`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub meta: serde_json::Value,
+    pub body: Vec<u8>,
+}
+
+/// Everything the store of `config` holds, complete files or not, named as the
+/// store names them, sorted: what "nothing left behind" is checked against. On
+/// `fs` the files under the data directory (named or not, see
+/// [`Server::files_on_disk`]); on `s3` every object below the prefix (a file is
+/// a body and a `.meta` object there). Works on a stopped server's config too.
+pub async fn leftovers(config: &Config) -> Vec<String> {
+    let mut out = match &config.storage {
+        Storage::Fs => files_in(&config.data_dir)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        Storage::S3(s3) => upslot::store::S3Store::new(s3)
+            .expect("an S3 store on the test's bucket")
+            .object_names()
+            .await
+            .expect("list the bucket"),
+    };
+    out.sort();
+    out
+}
+
+/// [`Server::files_on_disk`] of `data_dir`.
+fn files_in(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walk(data_dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n != "secret" && n != "lock" && n != "control.sock")
+        })
+        .collect();
+    out.extend(unnamed_files(data_dir));
+    out
+}
+
+/// What the store of `config` holds that is no part of a complete file: on
+/// `fs` the files of uploads in progress or interrupted (named in `tmp/`, or
+/// unnamed), on `s3` a body without its `.meta` object or the reverse. (An S3
+/// PUT in progress shows nothing until it is complete.)
+pub async fn pending(config: &Config) -> Vec<String> {
+    match &config.storage {
+        Storage::Fs => {
+            let mut out = walk(&config.data_dir.join("tmp"));
+            out.extend(unnamed_files(&config.data_dir));
+            out.iter().map(|p| p.display().to_string()).collect()
+        }
+        Storage::S3(_) => {
+            let names = leftovers(config).await;
+            let all: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+            let whole = |name: &str| match name.strip_suffix(".meta") {
+                Some(body) => all.contains(body),
+                None => all.contains(format!("{name}.meta").as_str()),
+            };
+            names.iter().filter(|n| !whole(n)).cloned().collect()
+        }
+    }
+}
+
+/// The `[storage]` and `[index]` sections of a configuration file that name
+/// `config`'s backends (empty for fs + local, the defaults): for a command
+/// run beside a test's server. Values given inline are written inline, files
+/// as `*_file`; those from the environment are left to it.
+pub fn backends_toml(config: &Config) -> String {
+    fn set(table: &mut toml::Table, key: &str, setting: &Setting) {
+        match setting {
+            Setting::Inline(v) => {
+                table.insert(key.into(), v.clone().into());
+            }
+            Setting::File(path) => {
+                table.insert(format!("{key}_file"), path.display().to_string().into());
+            }
+            Setting::Env(_) => {}
+        }
+    }
+    let mut doc = toml::Table::new();
+    if let Storage::S3(s3) = &config.storage {
+        let mut t = toml::Table::new();
+        t.insert("backend".into(), "s3".into());
+        if let Some(endpoint) = &s3.endpoint {
+            t.insert("endpoint".into(), endpoint.clone().into());
+        }
+        t.insert("region".into(), s3.region.clone().into());
+        t.insert("bucket".into(), s3.bucket.clone().into());
+        t.insert("prefix".into(), s3.prefix.clone().into());
+        set(&mut t, "access_key_id", &s3.access_key_id);
+        set(&mut t, "secret_access_key", &s3.secret_access_key);
+        t.insert("path_style".into(), s3.path_style.into());
+        doc.insert("storage".into(), t.into());
+    }
+    if let IndexBackend::Postgres { url } = &config.index {
+        let mut t = toml::Table::new();
+        t.insert("backend".into(), "postgres".into());
+        set(&mut t, "url", url);
+        doc.insert("index".into(), t.into());
+    }
+    toml::to_string(&doc).unwrap()
 }
 
 impl Drop for Server {

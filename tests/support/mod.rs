@@ -1,6 +1,6 @@
 //! Helpers shared by the upload-side tests: a raw HTTP/1.1 connection that sends
-//! exactly the bytes it is given and parses what comes back, bounded polling of the
-//! data directory, and deterministic bodies.
+//! exactly the bytes it is given and parses what comes back, bounded waits for
+//! a condition (of the store, the index, the metrics), and deterministic bodies.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -55,21 +55,59 @@ pub async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     panic!("gave up waiting: {what}");
 }
 
-/// [`store_files`] of a running server.
-pub fn uploads(server: &Server) -> Vec<PathBuf> {
-    store_files(server.data_dir())
+/// Awaits `check` every 20 ms until it holds, for at most 10 s; panics naming
+/// `what`. For conditions that need a request or the store to answer; plain
+/// ones take [`wait_for`].
+pub async fn wait_until<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(holds_soon(check).await, "gave up waiting: {what}");
 }
 
-/// Waits (at most ~10 s) until the store holds no file at all: no body, no
-/// metadata, no temporary.
-pub async fn wait_until_empty(data_dir: &Path) {
-    for _ in 0..500 {
-        if store_files(data_dir).is_empty() {
-            return;
+/// Whether `check` holds within 10 s, asked every 20 ms.
+async fn holds_soon<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        if std::time::Instant::now() >= deadline {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the store still holds {:?}", store_files(data_dir));
+    true
+}
+
+/// Waits (bounded) until the store holds nothing at all: no file, no part of
+/// one, no temporary ([`Server::leftovers`]).
+pub async fn wait_until_empty(server: &Server) {
+    let empty = holds_soon(|| async move { server.leftovers().await.is_empty() }).await;
+    assert!(
+        empty,
+        "the store still holds {:?}",
+        server.leftovers().await
+    );
+}
+
+/// Waits until an upload whose client has sent `sent` bytes of body (since
+/// `before`, [`Server::received`]) is under way: the service has received them
+/// and, where the store shows uploads in progress (fs; an S3 PUT shows nothing
+/// until complete), the store holds some of it. Later checks are not vacuous.
+pub async fn wait_for_upload_under_way(server: &Server, before: u64, sent: u64) {
+    wait_for("the service to receive the body sent", || {
+        server.received() >= before + sent
+    })
+    .await;
+    if server.config.storage == upslot::config::Storage::Fs {
+        wait_until("the upload to reach the disk", || async move {
+            !server.pending().await.is_empty()
+        })
+        .await;
+    }
 }
 
 /// Every file the store holds under `data_dir`: complete files (`files/`) and
