@@ -4,12 +4,14 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{Server, T0};
 use http::{Method, StatusCode};
 use serde_json::Value;
 use upslot::auth::{JwtSlot, Scheme, sign_jwt};
+use upslot::config::Config;
 use upslot::index::Usage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_upslot");
@@ -18,17 +20,26 @@ const ROMEO: &str = "romeo@montague.example";
 const ROMEO_SHA1: &str = "a5018f8c277bc4e61647c7b631df1c57f1cd4628";
 const RANDOM: &str = "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0";
 
-async fn files(server: &Server, args: &[&str]) -> (bool, String) {
-    let config = server.data_dir().parent().unwrap().join("files.toml");
+/// A configuration file for the command: the server's data directory, base
+/// path and secret, and its storage and index.
+fn config_file(config: &Config, name: &str) -> PathBuf {
+    let file = config.data_dir.parent().unwrap().join(name);
     std::fs::write(
-        &config,
+        &file,
         format!(
-            "data_dir = {:?}\nbase_path = {:?}\nsecret = \"xep0363-test-secret\"\n",
-            server.data_dir(),
-            server.config.base_path
+            "data_dir = {:?}\nbase_path = {:?}\nsecret = {:?}\n{}",
+            config.data_dir,
+            config.base_path,
+            common::SECRET,
+            common::backends_toml(config)
         ),
     )
     .unwrap();
+    file
+}
+
+async fn files(server: &Server, args: &[&str]) -> (bool, String) {
+    let config = config_file(&server.config, "files.toml");
     // Asynchronously: the service under test answers on this same runtime.
     let out = tokio::process::Command::new(BIN)
         .arg("files")
@@ -124,13 +135,19 @@ async fn list_and_export_find_both_of_a_users_uploads() {
     assert_eq!(jwt["expires"], "2026-01-08T00:00:00Z");
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"romeo-jwt"));
     assert_eq!(jwt["sha256"], sha.as_str());
-    // Every fact stored about each file is in the export, and nothing else.
+    // Every fact stored about each file is in the export, and nothing else
+    // (but where the store keeps its bytes, `object`, which is no fact about it).
+    let stored = server.stored().await;
     for exported in files_out {
         let path = exported["path"].as_str().unwrap();
-        let key = upslot::store::Key::for_path(path).hex();
-        let body = server.data_dir().join("files").join(&key[..2]).join(&key);
-        let stored = common::stored_meta(&body);
-        let stored = stored.as_object().unwrap();
+        let mut stored = stored
+            .iter()
+            .find(|s| s.meta["path"] == path)
+            .unwrap_or_else(|| panic!("{path} exported, not stored"))
+            .meta
+            .clone();
+        let stored = stored.as_object_mut().unwrap();
+        stored.remove("object");
         let exported = exported.as_object().unwrap();
         let renamed = |k: &str| if k == "content_type" { "type" } else { k }.to_owned();
         let mut stored_keys: Vec<String> = stored.keys().map(|k| renamed(k)).collect();
@@ -190,6 +207,9 @@ async fn delete_by_user_takes_effect_at_once() {
     let (ok, out) = files(&server, &["delete", "--user", ROMEO]).await;
     assert!(ok, "{out}");
     assert!(out.contains("deleted 2 file(s)"), "{out}");
+    // The running service heard (embedded index) or shares the index
+    // (PostgreSQL): nothing to warn about either way.
+    assert!(!out.contains("service"), "{out}");
     assert_eq!(
         server.get("s1/Grüße (1).jpg", &[]).await.status,
         StatusCode::NOT_FOUND
@@ -200,7 +220,7 @@ async fn delete_by_user_takes_effect_at_once() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(server.get("s2/j.jpg", &[]).await.status, StatusCode::OK);
-    // Counts and quotas follow: the service heard of the deletion.
+    // Counts and quotas follow: the service's index knows of the deletion.
     assert_eq!(
         server.usage().await,
         Usage {
@@ -212,13 +232,9 @@ async fn delete_by_user_takes_effect_at_once() {
     assert_eq!(server.user_bytes(ROMEO_SHA1).await, 0);
     let (_, out) = files(&server, &["list", "--user", ROMEO]).await;
     assert!(out.trim().is_empty(), "{out}");
-    // Erased on disk, not only hidden: the other two files are all that is left.
-    assert_eq!(
-        server.files_on_disk().len(),
-        2,
-        "{:?}",
-        server.files_on_disk()
-    );
+    // Erased in the store, not only hidden: the other two files are all that is left.
+    assert_eq!(server.stored_paths().await, ["anon/x.bin", "s2/j.jpg"]);
+    assert_eq!(server.pending().await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -270,8 +286,7 @@ async fn works_without_a_running_service() {
     let server = populated().await;
     let (config, clock, data) = server.stop().await;
     let dir = data.unwrap();
-    let cfg = dir.path().join("offline.toml");
-    std::fs::write(&cfg, format!("data_dir = {:?}\n", config.data_dir)).unwrap();
+    let cfg = config_file(&config, "offline.toml");
     let out = Command::new(BIN)
         .args(["files", "-c", cfg.to_str().unwrap(), "delete", "anon/x.bin"])
         .output()
