@@ -46,6 +46,9 @@
 //! - `UPSLOT_SOAK_DIR`: parent of the scratch directory (default `/var/tmp`); the
 //!   scratch directory is removed at the end.
 //! - `UPSLOT_SOAK_BIN`: another upslot binary.
+//! - `UPSLOT_SOAK_BACKEND`: `fs` (default: local disk, embedded index) or
+//!   `s3+postgres`: the files go to a 3-node Garage cluster and the index to
+//!   PostgreSQL, both started in the scratch directory by `deploy/cluster/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -173,6 +176,8 @@ struct Settings {
     fsync: bool,
     parent: PathBuf,
     bin: PathBuf,
+    /// On S3 and PostgreSQL rather than the local disk and the embedded index.
+    cluster: bool,
 }
 
 impl Settings {
@@ -198,6 +203,11 @@ impl Settings {
                 || PathBuf::from(env!("CARGO_BIN_EXE_upslot")),
                 PathBuf::from,
             ),
+            cluster: match env_or("UPSLOT_SOAK_BACKEND", "fs").as_str() {
+                "fs" => false,
+                "s3+postgres" => true,
+                other => panic!("UPSLOT_SOAK_BACKEND: {other:?} is neither fs nor s3+postgres"),
+            },
         }
     }
 }
@@ -209,11 +219,12 @@ fn write_config(
     dir: &Path,
     addr: SocketAddr,
     admin: SocketAddr,
+    tables: &str,
 ) -> (PathBuf, String) {
     let base = format!(
         "listen = \"{addr}\"\nbase_path = \"/upload/\"\ndata_dir = \"{}\"\nsecret = \"{SECRET}\"\n\
          max_file_size = \"16 MiB\"\nmin_free_space = \"0\"\nfsync = {}\n\
-         [admin]\nlisten = \"127.0.0.1:{}\"\n",
+         [admin]\nlisten = \"127.0.0.1:{}\"\n{tables}",
         dir.join("data").display(),
         s.fsync,
         admin.port(),
@@ -1519,6 +1530,78 @@ fn mib(b: u64) -> String {
     format!("{:.1}", b as f64 / MIB as f64)
 }
 
+/// A Garage cluster and a PostgreSQL started by `deploy/cluster/` in `dir`,
+/// stopped when dropped.
+struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn script(name: &str, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/cluster")
+            .join(name);
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{name} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts both, and returns them with the `[storage]` and `[index]` tables.
+    fn start(dir: &Path) -> (Cluster, String) {
+        std::fs::create_dir_all(dir).expect("cluster directory");
+        let path = dir.display().to_string();
+        Cluster::script("garage.sh", &["start", &path]);
+        let cluster = Cluster {
+            dir: dir.to_owned(),
+        };
+        Cluster::script("postgres.sh", &["start", &path]);
+        let env = |file: &str| -> BTreeMap<String, String> {
+            std::fs::read_to_string(dir.join(file))
+                .expect("an env file")
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                .collect()
+        };
+        let (s3, pg) = (env("garage.env"), env("postgres.env"));
+        let tables = format!(
+            "[storage]\nbackend = \"s3\"\nendpoint = {:?}\nregion = {:?}\nbucket = {:?}\n\
+             access_key_id = {:?}\nsecret_access_key = {:?}\n\
+             [index]\nbackend = \"postgres\"\nurl = {:?}\n",
+            s3["S3_ENDPOINT"],
+            s3["S3_REGION"],
+            s3["S3_BUCKET"],
+            s3["AWS_ACCESS_KEY_ID"],
+            s3["AWS_SECRET_ACCESS_KEY"],
+            pg["UPSLOT_INDEX_URL"],
+        );
+        (cluster, tables)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let path = self.dir.display().to_string();
+        for script in ["garage.sh", "postgres.sh"] {
+            let _ = Command::new("bash")
+                .arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("deploy/cluster")
+                        .join(script),
+                )
+                .args(["stop", &path])
+                .output();
+        }
+    }
+}
+
 /// Runs the soak and prints the report; false on any failure.
 async fn run(s: Settings) -> bool {
     let scratch = scratch_dir(&s.parent, "upslot-soak-", "soak scratch directory");
@@ -1529,7 +1612,15 @@ async fn run(s: Settings) -> bool {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("address");
-    let (config, limits) = write_config(&s, dir, addr, admin);
+    // PostgreSQL runs as its own user, which must reach its directory below.
+    let _cluster = s.cluster.then(|| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .expect("scratch directory reachable");
+        Cluster::start(&dir.join("cluster"))
+    });
+    let tables = _cluster.as_ref().map_or("", |(_, tables)| tables.as_str());
+    let (config, limits) = write_config(&s, dir, addr, admin, tables);
     let mut proc = Proc::spawn(
         "upslot",
         Command::new(&s.bin).arg("serve").arg("-c").arg(&config),
@@ -1541,11 +1632,16 @@ async fn run(s: Settings) -> bool {
     let idle_threads = level(pid).expect("server process").threads;
     println!(
         "upslot soak: {} clients for {} s (after {} s of warm-up) against {} (pid {pid}) on {addr}, \
-         HTTP/1.1 over 127.0.0.1; fsync {}; valid uploads paced to {}/s on average.",
+         HTTP/1.1 over 127.0.0.1; {}; fsync {}; valid uploads paced to {}/s on average.",
         s.clients,
         s.secs,
         s.warmup,
         s.bin.display(),
+        if s.cluster {
+            "files on S3 (3-node Garage), index on PostgreSQL"
+        } else {
+            "files on local disk, embedded index"
+        },
         on_off(s.fsync),
         show_size(s.put_rate),
     );

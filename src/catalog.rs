@@ -82,7 +82,13 @@ impl Catalog {
             (Storage::Fs, Opener::Command) => {
                 Arc::new(FsStore::attach(&config.data_dir).map_err(dir)?)
             }
-            (Storage::S3(s3), _) => Arc::new(S3Store::new(s3).map_err(OpenError::Storage)?),
+            (Storage::S3(s3), opener) => {
+                if opener == Opener::Service {
+                    // Still home to the lock-free rest: the secret, the control socket.
+                    std::fs::create_dir_all(&config.data_dir).map_err(dir)?;
+                }
+                Arc::new(S3Store::new(s3).map_err(OpenError::Storage)?)
+            }
         };
         let (quota_total, quota_per_user) = (config.quota_total, config.quota_per_user);
         let index: Arc<dyn Index> = match &config.index {

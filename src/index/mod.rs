@@ -140,6 +140,12 @@ pub trait Index: Send + Sync + 'static {
     /// Claims the path (and JWT slot) and reserves the size, or says why not.
     /// An expired file at the path is taken out and handed over in the ticket.
     async fn begin(&self, intent: Intent<'_>) -> Result<Ticket, IndexError>;
+    /// Gives an upload's claim and reservation back now, for an upload that
+    /// failed: a retry must find the path free once the client has its answer.
+    /// (Dropping the ticket gives them back too, but maybe a moment later.)
+    async fn abandon(&self, ticket: Ticket) {
+        drop(ticket);
+    }
     /// Records the stored file; ends the claim and the reservation.
     async fn commit(&self, ticket: Ticket, meta: &Meta) -> Result<(), IndexError>;
     /// Takes the file at `key` out (only if it is `expect`, when given); the

@@ -430,6 +430,13 @@ impl Index for PgIndex {
         Ok(ticket)
     }
 
+    async fn abandon(&self, ticket: Ticket) {
+        // If the database is away, the dropped ticket gives it back later.
+        if release(&self.pool, ticket.id() as i64).await.is_ok() {
+            ticket.settle();
+        }
+    }
+
     async fn commit(&self, ticket: Ticket, meta: &Meta) -> Result<(), IndexError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;

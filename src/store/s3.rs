@@ -48,6 +48,8 @@ const SIGNED_FOR: Duration = Duration::from_secs(3600);
 /// The longest the service may take to answer a request's head.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections to the service kept open while idle.
+const IDLE_CONNECTIONS: usize = 16;
 /// Batches of an upload on their way to the service at once.
 const IN_FLIGHT: usize = 2;
 /// Metadata objects read at once when the bucket is scanned.
@@ -116,8 +118,12 @@ impl S3Store {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        // Idle connections beyond a few each hold their buffers: under a burst of
+        // hundreds of clients they would keep the process's memory and
+        // descriptors up long after it (docs/storage.md).
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
             .build(connector);
         Ok(S3Store {
             inner: Arc::new(Inner {

@@ -22,7 +22,7 @@ use crate::http::body::{self, Body};
 use crate::index::{Index, Ticket};
 use crate::metrics::GaugeGuard;
 use crate::path::SlotPath;
-use crate::store::{Meta, Store};
+use crate::store::{Meta, Store, Upload};
 
 use self::accept::Accepted;
 
@@ -55,35 +55,52 @@ pub async fn put(
     } = accepted;
     let store = Arc::clone(&app.catalog.store);
     let index = Arc::clone(&app.catalog.index);
-    if length <= SMALL_BODY && !body::expects_continue(&parts.headers) {
-        let (pieces, hash) = receive::whole(app, incoming, length).await?;
-        tracing::debug!(file = %meta.key(), bytes = length, "body received");
-        let meta = sealed(meta, hash);
-        finish(async move {
-            store.put(&meta, pieces).await?;
-            record(&*store, &*index, ticket, &meta).await
-        })
-        .await?;
+    let received = if length <= SMALL_BODY && !body::expects_continue(&parts.headers) {
+        receive::whole(app, incoming, length)
+            .await
+            .map(|(pieces, hash)| (Received::Whole(pieces), hash))
     } else {
-        let upload = match store.create(&meta).await {
-            Ok(upload) => upload,
+        match store.create(&meta).await {
+            Ok(upload) => receive::streamed(app, incoming, upload, length)
+                .await
+                .map(|(upload, hash)| (Received::Streamed(upload), hash)),
             Err(e) => {
                 body::discard(Request::from_parts(parts, incoming), discard);
-                return Err(e.into());
+                Err(e.into())
             }
+        }
+    };
+    let (received, hash) = match received {
+        Ok(received) => received,
+        Err(e) => {
+            // Given back before the answer, so that a retry finds the path free.
+            index.abandon(ticket).await;
+            return Err(e);
+        }
+    };
+    tracing::debug!(file = %meta.key(), bytes = length, "body received");
+    let meta = sealed(meta, hash);
+    finish(async move {
+        let stored = match received {
+            Received::Whole(pieces) => store.put(&meta, pieces).await.map_err(ApiError::from),
+            Received::Streamed(upload) => upload.commit(&meta).await.map_err(ApiError::from),
         };
-        let (upload, hash) = receive::streamed(app, incoming, upload, length).await?;
-        tracing::debug!(file = %meta.key(), bytes = length, "body received");
-        let meta = sealed(meta, hash);
-        finish(async move {
-            upload.commit(&meta).await?;
-            record(&*store, &*index, ticket, &meta).await
-        })
-        .await?;
-    }
+        if let Err(e) = stored {
+            index.abandon(ticket).await;
+            return Err(e);
+        }
+        record(&*store, &*index, ticket, &meta).await
+    })
+    .await?;
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
+}
+
+/// A body as it arrived: whole (small), or already in the store's hands.
+enum Received {
+    Whole(Vec<bytes::Bytes>),
+    Streamed(Box<dyn Upload>),
 }
 
 /// The metadata with the body's hash, ready to be stored.
