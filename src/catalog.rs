@@ -16,6 +16,9 @@ pub struct Catalog {
     pub index: Arc<dyn Index>,
     /// Files out of the index whose bytes could not be deleted yet.
     undeleted: Mutex<Vec<Arc<Meta>>>,
+    /// Held while a service uses the data directory, where the store does not
+    /// hold it itself (the file-system store does).
+    _lock: Option<std::fs::File>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,21 @@ pub enum Opener {
     Command,
 }
 
+/// This instance's name in the claims of a shared index: kept in the data
+/// directory, so that a restarted instance knows its own claims.
+fn instance_name(data_dir: &std::path::Path) -> io::Result<String> {
+    let path = data_dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let name = format!("{:016x}", rand::random::<u64>());
+    std::fs::write(&path, format!("{name}\n"))?;
+    Ok(name)
+}
+
 impl Catalog {
     /// The store and index that `config` names. Returns how many expired
     /// files were deleted on the way.
@@ -74,6 +92,7 @@ impl Catalog {
             path: config.data_dir.clone(),
             source,
         };
+        let mut lock = None;
         let store: Arc<dyn Store> = match (&config.storage, opener) {
             (Storage::Fs, Opener::Service) => Arc::new(
                 FsStore::open(&config.data_dir, config.fsync, config.min_free_space)
@@ -84,8 +103,10 @@ impl Catalog {
             }
             (Storage::S3(s3), opener) => {
                 if opener == Opener::Service {
-                    // Still home to the lock-free rest: the secret, the control socket.
+                    // Still home to the secret, the control socket and the
+                    // instance's name, which one service at a time may use.
                     std::fs::create_dir_all(&config.data_dir).map_err(dir)?;
+                    lock = Some(crate::store::lock_dir(&config.data_dir).map_err(dir)?);
                 }
                 Arc::new(S3Store::new(s3).map_err(OpenError::Storage)?)
             }
@@ -97,10 +118,21 @@ impl Catalog {
                 let url = url
                     .resolve()
                     .map_err(|e| IndexError::Unavailable(format!("index.url: {e}")))?;
-                Arc::new(PgIndex::connect(&url, quota_total, quota_per_user).await?)
+                let instance = match opener {
+                    Opener::Service => instance_name(&config.data_dir).map_err(dir)?,
+                    Opener::Command => format!("command-{:016x}", rand::random::<u64>()),
+                };
+                Arc::new(PgIndex::connect(&url, quota_total, quota_per_user, &instance).await?)
             }
         };
-        let catalog = Catalog::new(store, index);
+        let mut catalog = Catalog::new(store, index);
+        catalog._lock = lock;
+        if opener == Opener::Service {
+            // Uploads this instance had in flight when it last died.
+            for abandoned in catalog.index.recover().await? {
+                let _ = catalog.delete_bytes(abandoned).await;
+            }
+        }
         let mut swept = 0;
         if config.index == IndexBackend::Local {
             let loaded = match opener {
@@ -121,6 +153,7 @@ impl Catalog {
             store,
             index,
             undeleted: Mutex::default(),
+            _lock: None,
         }
     }
 

@@ -388,7 +388,9 @@ async fn the_postgres_index_keeps_the_contract() {
         let pg = Arc::clone(&pg);
         Box::pin(async move {
             pg.clear().await;
-            let index = PgIndex::connect(&pg.url, total, per_user).await.unwrap();
+            let index = PgIndex::connect(&pg.url, total, per_user, "contract")
+                .await
+                .unwrap();
             Arc::new(index) as Arc<dyn Index>
         })
     })

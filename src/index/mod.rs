@@ -158,6 +158,13 @@ pub trait Index: Send + Sync + 'static {
     /// Takes out up to `max` files expired at `now`, soonest first, each for
     /// exactly one caller, whose job is to delete their bytes.
     async fn take_due(&self, now: u64, max: usize) -> Result<Vec<Arc<Meta>>, IndexError>;
+    /// Takes out the claims this instance held before it last stopped (it
+    /// crashed, then): at start, for the caller to delete what their uploads
+    /// may have left, so that their clients' retries need not wait for the
+    /// claims to go stale.
+    async fn recover(&self) -> Result<Vec<Arc<Meta>>, IndexError> {
+        Ok(Vec::new())
+    }
     /// Takes out the claims of uploads whose instance died, for the caller to
     /// delete whatever bytes they left; each for exactly one caller.
     async fn take_stale(&self) -> Result<Vec<Arc<Meta>>, IndexError> {

@@ -44,9 +44,18 @@ pub struct PgIndex {
     pool: Pool,
     quota_total: i64,
     quota_per_user: i64,
-    /// This process, in the claims it holds.
+    /// This instance, in the claims it holds.
     instance: String,
     releases: mpsc::UnboundedSender<i64>,
+    /// Renews the heartbeat of this instance's claims; ends with the index, so
+    /// that a stopped service closes its connections.
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgIndex {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }
 
 fn unix_now() -> i64 {
@@ -79,11 +88,14 @@ fn meta_of(row: &Row) -> Result<Arc<Meta>, IndexError> {
 
 impl PgIndex {
     /// Connects, applies the migrations this version brings, and starts the
-    /// tasks that renew heartbeats and give back abandoned claims.
+    /// tasks that renew heartbeats and give back abandoned claims. `instance`
+    /// names this instance in its claims, the same across its restarts (see
+    /// [`Index::recover`]).
     pub async fn connect(
         url: &str,
         quota_total: u64,
         quota_per_user: u64,
+        instance: &str,
     ) -> Result<PgIndex, IndexError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| db(format!("index.url: {e}")))?;
@@ -113,16 +125,49 @@ impl PgIndex {
             .map_err(db)?;
         migrate(&pool).await?;
         let (releases, released) = mpsc::unbounded_channel();
-        let index = PgIndex {
+        // Ends once the index and every ticket are gone.
+        tokio::spawn(give_back(pool.clone(), released));
+        let heartbeat = tokio::spawn(heartbeat(pool.clone(), instance.to_owned()));
+        Ok(PgIndex {
             pool,
             quota_total: int(quota_total),
             quota_per_user: int(quota_per_user),
-            instance: format!("{:016x}", rand::random::<u64>()),
+            instance: instance.to_owned(),
             releases,
-        };
-        tokio::spawn(give_back(index.pool.clone(), released));
-        tokio::spawn(heartbeat(index.pool.clone(), index.instance.clone()));
-        Ok(index)
+            heartbeat,
+        })
+    }
+
+    /// Deletes the claims `condition` picks (on `$1`), gives their reservations
+    /// back, and returns what their uploads may have left in the store.
+    async fn take_claims(
+        &self,
+        condition: &str,
+        value: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Vec<Arc<Meta>>, IndexError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
+            .await
+            .map_err(db)?;
+        let rows = tx
+            .query(
+                &format!(
+                    "DELETE FROM claims WHERE id IN (SELECT id FROM claims WHERE {condition} \
+                     FOR UPDATE SKIP LOCKED) RETURNING size, uploader, path, object"
+                ),
+                &[value],
+            )
+            .await
+            .map_err(db)?;
+        let mut taken = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (size, user): (i64, Option<String>) = (row.get(0), row.get(1));
+            reserve(&tx, user.as_deref(), -size).await?;
+            taken.push(Arc::new(Meta::abandoned(row.get(2), row.get(3))));
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(taken)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, IndexError> {
@@ -508,29 +553,13 @@ impl Index for PgIndex {
         Ok(due)
     }
 
+    async fn recover(&self) -> Result<Vec<Arc<Meta>>, IndexError> {
+        self.take_claims("instance = $1", &self.instance).await
+    }
+
     async fn take_stale(&self) -> Result<Vec<Arc<Meta>>, IndexError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
-            .await
-            .map_err(db)?;
         let cutoff = unix_now() - STALE_AFTER.as_secs() as i64;
-        let rows = tx
-            .query(
-                "DELETE FROM claims WHERE id IN (SELECT id FROM claims WHERE heartbeat < $1 \
-                 FOR UPDATE SKIP LOCKED) RETURNING size, uploader, path, object",
-                &[&cutoff],
-            )
-            .await
-            .map_err(db)?;
-        let mut stale = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (size, user): (i64, Option<String>) = (row.get(0), row.get(1));
-            reserve(&tx, user.as_deref(), -size).await?;
-            stale.push(Arc::new(Meta::abandoned(row.get(2), row.get(3))));
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(stale)
+        self.take_claims("heartbeat < $1", &cutoff).await
     }
 
     async fn list(&self) -> Result<Vec<Arc<Meta>>, IndexError> {

@@ -202,6 +202,24 @@ pub trait Store: Send + Sync + 'static {
     async fn check(&self) -> Option<String>;
 }
 
+/// Takes `<data_dir>/lock` for as long as the returned file is open: one
+/// service per data directory.
+pub fn lock_dir(data_dir: &std::path::Path) -> io::Result<std::fs::File> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("lock"))?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            "another upslot is using this data directory",
+        ),
+        std::fs::TryLockError::Error(e) => e,
+    })?;
+    Ok(lock)
+}
+
 /// The store cannot be reached, or failed on its side: worth retrying shortly.
 /// Carried inside an `io::Error`, so that callers can answer 503 rather than 500.
 #[derive(Debug, thiserror::Error)]

@@ -109,18 +109,7 @@ impl FsStore {
         let files = data_dir.join("files");
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&files)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(data_dir.join("lock"))?;
-        lock.try_lock().map_err(|e| match e {
-            fs::TryLockError::WouldBlock => io::Error::new(
-                io::ErrorKind::ResourceBusy,
-                "another upslot is using this data directory",
-            ),
-            fs::TryLockError::Error(e) => e,
-        })?;
+        let lock = super::lock_dir(data_dir)?;
         match fs::remove_dir_all(&tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
