@@ -105,16 +105,6 @@ async fn all_vectors_through_http() {
     // DESIGN.md says 20/18; the file itself holds 19 of each.
     let accepts = vectors.iter().filter(|v| v["expected"] == "accept").count();
     assert_eq!(accepts, 19);
-    // A known bug, not a test artefact: a stopped service keeps its PostgreSQL
-    // connections (the index's heartbeat task never ends, and holds the pool),
-    // so 38 services in one runtime exhaust the database's connection slots
-    // and take the tests running beside this one down with it. Until it is
-    // fixed this test fails here, alone (delete the line to reproduce); every
-    // vector still runs on the cluster in its own test below.
-    assert!(
-        !common::on_cluster(),
-        "bug: a stopped service's PostgreSQL connections are never closed"
-    );
     for v in &vectors {
         run(v).await;
     }
