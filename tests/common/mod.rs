@@ -274,7 +274,9 @@ impl Server {
 
     /// Every complete file the store holds, read through the store itself
     /// (whatever the backend), sorted by path: its metadata as the store keeps
-    /// it (with `s3`, `object` too) and its bytes.
+    /// it (with `s3`, `object` too) and its bytes. A file deleted between the
+    /// scan and the read (by the reaper, say) is not listed: it is no longer
+    /// complete, and whatever is left of it shows in [`pending`](Self::pending).
     pub async fn stored(&self) -> Vec<Stored> {
         let store = &self.app.catalog.store;
         let mut metas = store.scan().await.expect("scan the store");
@@ -285,11 +287,9 @@ impl Server {
                 offset: 0,
                 len: meta.size,
             }];
-            let body = store
-                .read(&meta, whole)
-                .await
-                .expect("read a stored file")
-                .unwrap_or_else(|| panic!("{}: scanned, but its bytes are gone", meta.path));
+            let Some(body) = store.read(&meta, whole).await.expect("read a stored file") else {
+                continue;
+            };
             let body = body.collect().await.expect("read a stored file").to_bytes();
             out.push(Stored {
                 meta: serde_json::to_value(&meta).unwrap(),
