@@ -147,9 +147,7 @@ impl PgIndex {
     ) -> Result<Vec<Arc<Meta>>, IndexError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
-            .await
-            .map_err(db)?;
+        lock_usage(&tx).await?;
         let rows = tx
             .query(
                 &format!(
@@ -306,20 +304,28 @@ async fn migrate(pool: &Pool) -> Result<(), IndexError> {
     tx.commit().await.map_err(db)
 }
 
-/// Adds `size` to the bytes reserved, in all and for `user`. The caller holds
-/// the `usage` row.
-async fn reserve(tx: &Transaction<'_>, user: Option<&str>, size: i64) -> Result<(), IndexError> {
+/// Changes the counters: `files` and `bytes` stored, `reserved` bytes, in
+/// all and for `user`. The caller holds the `usage` row.
+async fn adjust(
+    tx: &Transaction<'_>,
+    user: Option<&str>,
+    files: i64,
+    bytes: i64,
+    reserved: i64,
+) -> Result<(), IndexError> {
     tx.execute(
-        "UPDATE usage SET reserved = reserved + $1 WHERE id = 1",
-        &[&size],
+        "UPDATE usage SET files = files + $1, bytes = bytes + $2, reserved = reserved + $3 \
+         WHERE id = 1",
+        &[&files, &bytes, &reserved],
     )
     .await
     .map_err(db)?;
     if let Some(user) = user {
         tx.execute(
-            "INSERT INTO user_usage (uploader, bytes, reserved) VALUES ($1, 0, $2) \
-             ON CONFLICT (uploader) DO UPDATE SET reserved = user_usage.reserved + $2",
-            &[&user, &size],
+            "INSERT INTO user_usage (uploader, bytes, reserved) VALUES ($1, $2, $3) \
+             ON CONFLICT (uploader) DO UPDATE \
+             SET bytes = user_usage.bytes + $2, reserved = user_usage.reserved + $3",
+            &[&user, &bytes, &reserved],
         )
         .await
         .map_err(db)?;
@@ -327,30 +333,61 @@ async fn reserve(tx: &Transaction<'_>, user: Option<&str>, size: i64) -> Result<
     Ok(())
 }
 
-/// Adds a file (or, with negative figures, takes one out) of `size` bytes to
-/// the counters. The caller holds the `usage` row.
+async fn reserve(tx: &Transaction<'_>, user: Option<&str>, size: i64) -> Result<(), IndexError> {
+    adjust(tx, user, 0, 0, size).await
+}
+
 async fn count(
     tx: &Transaction<'_>,
     user: Option<&str>,
     files: i64,
     size: i64,
 ) -> Result<(), IndexError> {
-    tx.execute(
-        "UPDATE usage SET files = files + $1, bytes = bytes + $2 WHERE id = 1",
-        &[&files, &size],
-    )
-    .await
-    .map_err(db)?;
-    if let Some(user) = user {
-        tx.execute(
-            "INSERT INTO user_usage (uploader, bytes, reserved) VALUES ($1, $2, 0) \
-             ON CONFLICT (uploader) DO UPDATE SET bytes = user_usage.bytes + $2",
-            &[&user, &size],
+    adjust(tx, user, files, size, 0).await
+}
+
+/// Takes the `usage` row, which orders every change of the counters.
+async fn lock_usage(tx: &Transaction<'_>) -> Result<(), IndexError> {
+    tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .map(drop)
+        .map_err(db)
+}
+
+/// Records `meta`; false if its path is recorded already and `or_nothing`.
+async fn insert_file(
+    tx: &Transaction<'_>,
+    meta: &Meta,
+    or_nothing: bool,
+) -> Result<bool, IndexError> {
+    let conflict = if or_nothing {
+        " ON CONFLICT DO NOTHING"
+    } else {
+        ""
+    };
+    let added = tx
+        .execute(
+            &format!(
+                "INSERT INTO files (key, meta, size, uploader, jwt_slot, created, expires) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7){conflict}"
+            ),
+            &[
+                &meta.key().bytes().as_slice(),
+                &Json(meta),
+                &int(meta.size),
+                &meta.uploader,
+                &meta.jwt_slot(),
+                &int(meta.created),
+                &int(meta.expires),
+            ],
         )
         .await
-        .map_err(db)?;
+        .map_err(pg)?
+        == 1;
+    if added {
+        count(tx, meta.uploader.as_deref(), 1, int(meta.size)).await?;
     }
-    Ok(())
+    Ok(added)
 }
 
 /// Takes the file at `key` out (only if it is `expect`), with its accounting.
@@ -405,9 +442,7 @@ async fn give_back(pool: Pool, mut released: mpsc::UnboundedReceiver<i64>) {
 async fn release(pool: &Pool, id: i64) -> Result<(), IndexError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
-    tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
-        .await
-        .map_err(db)?;
+    lock_usage(&tx).await?;
     unclaim(&tx, id).await?;
     tx.commit().await.map_err(db)
 }
@@ -485,29 +520,12 @@ impl Index for PgIndex {
     async fn commit(&self, ticket: Ticket, meta: &Meta) -> Result<(), IndexError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
-            .await
-            .map_err(db)?;
+        lock_usage(&tx).await?;
         if !unclaim(&tx, ticket.id() as i64).await? {
             // Swept as stale: the path may be someone else's by now.
             return Err(IndexError::Exists);
         }
-        tx.execute(
-            "INSERT INTO files (key, meta, size, uploader, jwt_slot, created, expires) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &meta.key().bytes().as_slice(),
-                &Json(meta),
-                &int(meta.size),
-                &meta.uploader,
-                &meta.jwt_slot(),
-                &int(meta.created),
-                &int(meta.expires),
-            ],
-        )
-        .await
-        .map_err(pg)?;
-        count(&tx, meta.uploader.as_deref(), 1, int(meta.size)).await?;
+        insert_file(&tx, meta, false).await?;
         tx.commit().await.map_err(pg)?;
         ticket.settle();
         Ok(())
@@ -520,9 +538,7 @@ impl Index for PgIndex {
     ) -> Result<Option<Arc<Meta>>, IndexError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
-            .await
-            .map_err(db)?;
+        lock_usage(&tx).await?;
         let taken = take(&tx, key, expect).await?;
         tx.commit().await.map_err(db)?;
         Ok(taken)
@@ -531,9 +547,7 @@ impl Index for PgIndex {
     async fn take_due(&self, now: u64, max: usize) -> Result<Vec<Arc<Meta>>, IndexError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
-            .await
-            .map_err(db)?;
+        lock_usage(&tx).await?;
         let rows = tx
             .query(
                 "DELETE FROM files WHERE key IN (SELECT key FROM files WHERE expires <= $1 \
@@ -574,29 +588,8 @@ impl Index for PgIndex {
     async fn adopt(&self, meta: Meta) -> Result<bool, IndexError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT 1 FROM usage WHERE id = 1 FOR UPDATE", &[])
-            .await
-            .map_err(db)?;
-        let added = tx
-            .execute(
-                "INSERT INTO files (key, meta, size, uploader, jwt_slot, created, expires) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                &[
-                    &meta.key().bytes().as_slice(),
-                    &Json(&meta),
-                    &int(meta.size),
-                    &meta.uploader,
-                    &meta.jwt_slot(),
-                    &int(meta.created),
-                    &int(meta.expires),
-                ],
-            )
-            .await
-            .map_err(db)?
-            == 1;
-        if added {
-            count(&tx, meta.uploader.as_deref(), 1, int(meta.size)).await?;
-        }
+        lock_usage(&tx).await?;
+        let added = insert_file(&tx, &meta, true).await?;
         tx.commit().await.map_err(db)?;
         Ok(added)
     }

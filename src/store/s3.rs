@@ -200,47 +200,43 @@ impl Inner {
         Ok(())
     }
 
-    /// A whole (small) object; `None` if there is none.
-    async fn get_bytes(&self, name: &str) -> io::Result<Option<Bytes>> {
+    /// A GET of the object, or of `range` of it; `None` if there is none.
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<(u64, u64)>,
+    ) -> io::Result<Option<Response<Incoming>>> {
         let url = self
             .bucket
             .get_object(Some(&self.credentials), name)
             .sign(SIGNED_FOR);
-        let request = self
-            .request(Method::GET, url)
-            .body(empty())
-            .map_err(io::Error::other)?;
-        let response = self.send(request).await?;
-        match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(self.failure("GET", response).await),
+        let mut request = self.request(Method::GET, url);
+        if let Some((first, last)) = range {
+            request = request.header(header::RANGE, format!("bytes={first}-{last}"));
         }
-        let body = tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect())
-            .await
-            .map_err(|_| unreachable("S3 did not send an object in time"))?
-            .map_err(|e| unreachable(format!("S3 GET failed: {e}")))?;
-        Ok(Some(body.to_bytes()))
+        let response = self
+            .send(request.body(empty()).map_err(io::Error::other)?)
+            .await?;
+        match response.status() {
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(Some(response)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.failure("GET", response).await),
+        }
+    }
+
+    /// A whole (small) object; `None` if there is none.
+    async fn get_bytes(&self, name: &str) -> io::Result<Option<Bytes>> {
+        match self.get(name, None).await? {
+            Some(response) => Ok(Some(collect(response, "GET").await?)),
+            None => Ok(None),
+        }
     }
 
     /// `len` bytes of the object from `offset`, as they come.
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> io::Result<Option<Incoming>> {
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), name)
-            .sign(SIGNED_FOR);
-        let last = offset + len - 1;
-        let request = self
-            .request(Method::GET, url)
-            .header(header::RANGE, format!("bytes={offset}-{last}"))
-            .body(empty())
-            .map_err(io::Error::other)?;
-        let response = self.send(request).await?;
-        match response.status() {
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(self.failure("GET", response).await),
-        }
+        let Some(response) = self.get(name, Some((offset, offset + len - 1))).await? else {
+            return Ok(None);
+        };
         let sent = response
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -304,11 +300,7 @@ impl Inner {
             if !response.status().is_success() {
                 return Err(self.failure("LIST", response).await);
             }
-            let body = tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect())
-                .await
-                .map_err(|_| unreachable("S3 did not send a listing in time"))?
-                .map_err(|e| unreachable(format!("S3 LIST failed: {e}")))?
-                .to_bytes();
+            let body = collect(response, "LIST").await?;
             let page = ListObjectsV2::parse_response(&body)
                 .map_err(|e| io::Error::other(format!("S3 listing unreadable: {e}")))?;
             // rusty-s3 asks for URL-encoded keys (`encoding-type=url`).
@@ -373,6 +365,17 @@ fn empty() -> RequestBody {
 
 fn full(bytes: Bytes) -> RequestBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// A (small) answer's whole body, within the deadline.
+async fn collect(response: Response<Incoming>, what: &str) -> io::Result<Bytes> {
+    Ok(
+        tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| unreachable(format!("S3 did not send the {what} answer in time")))?
+            .map_err(|e| unreachable(format!("S3 {what} failed: {e}")))?
+            .to_bytes(),
+    )
 }
 
 /// Reads an answer's (small) body away, so that its connection can be reused.
