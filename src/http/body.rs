@@ -86,6 +86,12 @@ impl Segment {
     }
 }
 
+/// What a body's `poll_frame` returns for `bytes`, counted off `remaining`.
+pub fn data(remaining: &mut u64, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    *remaining = remaining.saturating_sub(bytes.len() as u64);
+    Poll::Ready(Some(Ok(Frame::data(bytes))))
+}
+
 /// `body`, with every byte that goes out counted in `sent`.
 pub fn counted(body: Body, sent: IntCounter) -> Body {
     Counted { inner: body, sent }.boxed_unsync()

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 
 use super::{CommitError, CreateError, Key, Meta, Store, StoreError, Upload, unreachable};
 use crate::config;
-use crate::http::body::{Body, Segment};
+use crate::http::body::{self, Body, Segment};
 
 /// How long a signed request stays valid: the longest it may take to begin.
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
@@ -662,10 +662,7 @@ impl http_body::Body for Piped {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match ready!(self.pieces.poll_recv(cx)) {
-            Some(piece) => {
-                self.remaining = self.remaining.saturating_sub(piece.len() as u64);
-                Poll::Ready(Some(Ok(Frame::data(piece))))
-            }
+            Some(piece) => body::data(&mut self.remaining, piece),
             None if self.remaining == 0 => Poll::Ready(None),
             // The upload went away before its body was whole.
             None => Poll::Ready(Some(Err(io::Error::other("upload abandoned")))),
@@ -691,13 +688,6 @@ struct S3Read {
     remaining: u64,
 }
 
-impl S3Read {
-    fn send(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
-    }
-}
-
 impl http_body::Body for S3Read {
     type Data = Bytes;
     type Error = io::Error;
@@ -708,7 +698,7 @@ impl http_body::Body for S3Read {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         loop {
             if let Some(Segment::Bytes(bytes)) = self.before.pop_front() {
-                return self.send(bytes);
+                return body::data(&mut self.remaining, bytes);
             }
             if let Some(pending) = self.pending.as_mut() {
                 let ranged = ready!(pending.as_mut().poll(cx));
@@ -721,7 +711,7 @@ impl http_body::Body for S3Read {
             if let Some(current) = self.current.as_mut() {
                 match ready!(Pin::new(current).poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(bytes) => return self.send(bytes),
+                        Ok(bytes) => return body::data(&mut self.remaining, bytes),
                         Err(_) => continue,
                     },
                     Some(Err(e)) => {
@@ -733,7 +723,7 @@ impl http_body::Body for S3Read {
             }
             match self.segments.pop_front() {
                 None => return Poll::Ready(None),
-                Some(Segment::Bytes(bytes)) => return self.send(bytes),
+                Some(Segment::Bytes(bytes)) => return body::data(&mut self.remaining, bytes),
                 Some(Segment::Stored { len: 0, .. }) => {}
                 Some(Segment::Stored { offset, len }) => {
                     let store = Arc::clone(&self.store);

@@ -17,7 +17,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
-use crate::http::body::{Body, Segment};
+use crate::http::body::{self, Body, Segment};
 
 const READ_CHUNK: usize = 128 * 1024;
 /// What is left of a long file is read in larger chunks: fewer reads and
@@ -48,13 +48,6 @@ struct FileBody {
     nowait: bool,
 }
 
-impl FileBody {
-    fn send(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
-    }
-}
-
 impl http_body::Body for FileBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -68,11 +61,11 @@ impl http_body::Body for FileBody {
                 let result = ready!(Pin::new(handle).poll(cx));
                 self.reading = None;
                 let bytes = result.map_err(io::Error::other)??;
-                return self.send(bytes);
+                return body::data(&mut self.remaining, bytes);
             }
             match self.segments.pop_front() {
                 None => return Poll::Ready(None),
-                Some(Segment::Bytes(bytes)) => return self.send(bytes),
+                Some(Segment::Bytes(bytes)) => return body::data(&mut self.remaining, bytes),
                 Some(Segment::Stored { len: 0, .. }) => {}
                 Some(Segment::Stored { offset, len }) => {
                     let chunk = if len >= LONG_SEGMENT {
@@ -91,7 +84,7 @@ impl http_body::Body for FileBody {
                                         len: len - got,
                                     });
                                 }
-                                return self.send(bytes);
+                                return body::data(&mut self.remaining, bytes);
                             }
                             Err(Cached::Unsupported) => self.nowait = false,
                             Err(Cached::NotNow) => {}
