@@ -60,7 +60,34 @@ impl Garage {
             .prefix("upslot-garage-")
             .tempdir()
             .unwrap();
-        run("garage.sh", &["start", &dir.path().display().to_string()]);
+        let path = dir.path().display().to_string();
+        let out = Command::new("bash")
+            .arg(script("garage.sh"))
+            .args(["start", &path])
+            .output()
+            .expect("run a cluster script");
+        if !out.status.success() {
+            // The nodes' logs go with the directory: keep their ends, and stop
+            // the nodes that did start rather than leave them running.
+            let logs: String = (1..=3)
+                .map(|n| {
+                    let log = std::fs::read_to_string(dir.path().join(format!("node{n}.log")))
+                        .unwrap_or_default();
+                    let lines: Vec<&str> = log.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                    format!("--- node{n}.log (end)\n{tail}\n")
+                })
+                .collect();
+            let _ = Command::new("bash")
+                .arg(script("garage.sh"))
+                .args(["stop", &path])
+                .output();
+            panic!(
+                "garage.sh start {path} failed:\n{}{}{logs}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let env = env_file(&dir.path().join("garage.env"));
         Garage { dir, env }
     }
