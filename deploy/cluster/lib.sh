@@ -2,6 +2,19 @@
 # Helpers shared by garage.sh, postgres.sh and nginx.sh (sourced, not run).
 # The caller sets SELF (its name and action) before sourcing this file.
 
+# A start picks free ports and its servers bind them moments later, so two
+# starts at once (tests run side by side) could pick the same port. Starts of
+# all three scripts go one at a time; `flock -o` keeps the lock's descriptor
+# out of the servers they leave running.
+case "${1:-}" in
+start | start-node)
+    if [ -z "${UPSLOT_CLUSTER_LOCKED:-}" ] && command -v flock >/dev/null 2>&1; then
+        UPSLOT_CLUSTER_LOCKED=1 exec flock -o "${TMPDIR:-/tmp}/upslot-cluster-start.lock" \
+            bash "$0" "$@"
+    fi
+    ;;
+esac
+
 # Every script reports how long it took, on stderr, also when it fails: the
 # integration tests log it, and it tells an operator what "slow" looks like.
 # EPOCHREALTIME's decimal separator follows the locale, so keep digits only.
