@@ -86,6 +86,51 @@ pub fn env_positive(name: &str, default: usize) -> usize {
         .unwrap_or_else(|| panic!("{name}: expected a positive number"))
 }
 
+/// One row of a load matrix: `n` files of `size` bytes at concurrency `conc`.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub size: u64,
+    pub n: usize,
+    pub conc: usize,
+}
+
+/// The rows of the variable `name`, `SIZE:N:C,...` (e.g. `4KiB:1000:32`), or
+/// of `default` if it is unset; a size of `default` alone (`1MiB`) takes its N
+/// and C there. Panics on a bad row.
+pub fn env_matrix(name: &str, default: &str) -> Vec<Case> {
+    let parse = |item: &str| -> Option<Case> {
+        let mut parts = item.split(':').map(str::trim);
+        let size = parse_size(parts.next()?)?;
+        let (n, conc) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(n), Some(c), None) => (n.parse().ok()?, c.parse().ok()?),
+            _ => return None,
+        };
+        (n > 0 && conc > 0).then_some(Case { size, n, conc })
+    };
+    let defaults: Vec<Case> = default
+        .split(',')
+        .map(|d| parse(d).unwrap_or_else(|| panic!("default matrix: bad row {d:?}")))
+        .collect();
+    let matrix: Vec<Case> = env_list(name, default)
+        .iter()
+        .map(|item| {
+            parse(item)
+                .or_else(|| {
+                    let size = parse_size(item)?;
+                    defaults.iter().copied().find(|d| d.size == size)
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{name}: bad row {item:?}: expected SIZE:N:C (e.g. 1MiB:200:16), or a \
+                         size of the default {default} alone"
+                    )
+                })
+        })
+        .collect();
+    assert!(!matrix.is_empty(), "{name}: no rows");
+    matrix
+}
+
 // ---------------------------------------------------------------------------
 // Byte sizes.
 
@@ -187,6 +232,31 @@ pub fn count(n: u64) -> String {
 /// `n` over `d`, as `12,345/s`.
 pub fn rate(n: u64, d: Duration) -> String {
     format!("{}/s", count((n as f64 / d.as_secs_f64()).round() as u64))
+}
+
+/// A rate with as many decimals as a small one needs: `2727`, `13.2`, `0.31`.
+pub fn per_s(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Seconds as milliseconds with about three significant digits (`-` for NaN).
+pub fn ms(secs: f64) -> String {
+    let ms = secs * 1e3;
+    if ms.is_nan() {
+        "-".into()
+    } else if ms < 10.0 {
+        format!("{ms:.2}")
+    } else if ms < 100.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
 }
 
 /// `"on"` or `"off"`.

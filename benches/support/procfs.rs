@@ -36,6 +36,13 @@ pub fn status_of(pid: u32, field: &str) -> Option<u64> {
     Some(status_raw_of(&pid.to_string(), field)? * 1024)
 }
 
+/// Resets process `pid`'s VmHWM to its current RSS (/proc/`pid`/clear_refs,
+/// which needs the right to write there: the same user, or root); false if
+/// that was refused.
+pub fn reset_peak_of(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// How many file descriptors process `pid` has open (entries of /proc/`pid`/fd).
 pub fn fd_count(pid: u32) -> Option<u64> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
@@ -88,6 +95,37 @@ pub fn process_cpu() -> f64 {
         .sum();
     // USER_HZ is 100 on every Linux this runs on.
     ticks as f64 / 100.0
+}
+
+/// CPU seconds process `pid` has used so far (utime + stime), and with
+/// `reaped` also those of its children that exited and were waited for
+/// (cutime + cstime); None once it is gone.
+pub fn cpu_of(pid: u32, reaped: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let wanted: &[usize] = if reaped { &[11, 12, 13, 14] } else { &[11, 12] };
+    let ticks: u64 = wanted
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks as f64 / 100.0)
+}
+
+/// The processes whose parent is `pid` (a scan of /proc).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        let parent: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (parent == pid).then_some(child)
+    })
+    .collect()
 }
 
 /// The process's read syscalls and bytes read so far (/proc/self/io).
