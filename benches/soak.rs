@@ -100,10 +100,12 @@ const REFUSED_MAX: u64 = 64 * KIB;
 /// request outgrows this within a minute at the rates here.
 const RSS_SLACK: u64 = 16 * MIB;
 /// Plus this much per file stored after the start level, growth by design: the
-/// index keeps a 40-byte (expiry, key) entry per file, and for a JWT upload (a
-/// quarter here) its slot name in a map (some 64 bytes with the string); its
-/// vector and tables grow by doubling, so up to twice that.
-const INDEX_BYTES_PER_FILE: u64 = 128;
+/// embedded index keeps every file's metadata in memory (docs/storage.md):
+/// path, name, type, hash and uploader as strings of their own (some 450 bytes
+/// with the allocator's share), the map and expiry entries beside them (about
+/// 100 more), and tables that grow by doubling, so up to twice that. (On a
+/// shared index the process keeps none of it, and this is an upper bound.)
+const INDEX_BYTES_PER_FILE: u64 = 1024;
 /// Open descriptors may end this many above the start level: a connection the
 /// server is still closing, the log file, a directory being synced.
 const FD_SLACK: u64 = 4;
