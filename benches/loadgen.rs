@@ -66,8 +66,8 @@ use support::http::{CHUNK, Load, Op, Target, load, pattern_block};
 use support::process::{Proc, free_port, wait_listening};
 use support::procfs::{filesystem_of, load_average, machine};
 use support::{
-    GIB, KIB, MIB, env_list, env_or, env_positive, env_switches, median, on_off, parse_size,
-    percentile, show_size_tight as show_size,
+    GIB, KIB, MIB, env_list, env_or, env_positive, env_switches, median, ms, on_off, parse_size,
+    per_s, percentile, show_size_tight as show_size,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -491,31 +491,6 @@ impl Side {
             ms(median(&self.p50)),
             ms(median(&self.p99))
         )
-    }
-}
-
-/// A rate with as many decimals as a small one needs: `2727`, `13.2`, `0.31`.
-fn per_s(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// Seconds as milliseconds with three significant-ish digits.
-fn ms(secs: f64) -> String {
-    let ms = secs * 1e3;
-    if ms.is_nan() {
-        "-".into()
-    } else if ms < 10.0 {
-        format!("{ms:.2}")
-    } else if ms < 100.0 {
-        format!("{ms:.1}")
-    } else {
-        format!("{ms:.0}")
     }
 }
 
