@@ -42,14 +42,57 @@ type Begun = (i64, Option<Arc<Meta>>, Vec<Arc<Meta>>);
 
 pub struct PgIndex {
     pool: Pool,
+    claimer: Arc<Claimer>,
+    /// Renews the heartbeat of this instance's claims; ends with the index, so
+    /// that a stopped service closes its connections.
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+/// What making a claim needs; shared with the task that makes it.
+struct Claimer {
+    pool: Pool,
     quota_total: i64,
     quota_per_user: i64,
     /// This instance, in the claims it holds.
     instance: String,
     releases: mpsc::UnboundedSender<i64>,
-    /// Renews the heartbeat of this instance's claims; ends with the index, so
-    /// that a stopped service closes its connections.
-    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+/// An [`Intent`] that owns its strings, to travel into a task.
+struct OwnedIntent {
+    key: Key,
+    path: String,
+    object: String,
+    jwt_slot: Option<String>,
+    size: u64,
+    uploader: Option<String>,
+    now: u64,
+}
+
+impl OwnedIntent {
+    fn of(intent: &Intent<'_>) -> OwnedIntent {
+        OwnedIntent {
+            key: intent.key,
+            path: intent.path.to_owned(),
+            object: intent.object.to_owned(),
+            jwt_slot: intent.jwt_slot.map(str::to_owned),
+            size: intent.size,
+            uploader: intent.uploader.map(str::to_owned),
+            now: intent.now,
+        }
+    }
+
+    fn intent(&self) -> Intent<'_> {
+        Intent {
+            key: self.key,
+            path: &self.path,
+            object: &self.object,
+            jwt_slot: self.jwt_slot.as_deref(),
+            size: self.size,
+            uploader: self.uploader.as_deref(),
+            now: self.now,
+        }
+    }
 }
 
 impl Drop for PgIndex {
@@ -129,11 +172,14 @@ impl PgIndex {
         tokio::spawn(give_back(pool.clone(), released));
         let heartbeat = tokio::spawn(heartbeat(pool.clone(), instance.to_owned()));
         Ok(PgIndex {
+            claimer: Arc::new(Claimer {
+                pool: pool.clone(),
+                quota_total: int(quota_total),
+                quota_per_user: int(quota_per_user),
+                instance: instance.to_owned(),
+                releases,
+            }),
             pool,
-            quota_total: int(quota_total),
-            quota_per_user: int(quota_per_user),
-            instance: instance.to_owned(),
-            releases,
             heartbeat,
         })
     }
@@ -171,11 +217,23 @@ impl PgIndex {
     async fn client(&self) -> Result<deadpool_postgres::Client, IndexError> {
         self.pool.get().await.map_err(db)
     }
+}
+
+impl Claimer {
+    async fn ticket(&self, intent: Intent<'_>) -> Result<Ticket, IndexError> {
+        let (id, replaced, abandoned) = self.begin_tx(&intent).await?;
+        let releases = self.releases.clone();
+        let mut ticket = Ticket::new(intent.key, replaced, id as u64, move |id| {
+            let _ = releases.send(id as i64);
+        });
+        ticket.abandoned = abandoned;
+        Ok(ticket)
+    }
 
     /// The claim's id, the expired file it replaces, and what stale claims it
     /// took over.
     async fn begin_tx(&self, intent: &Intent<'_>) -> Result<Begun, IndexError> {
-        let mut client = self.client().await?;
+        let mut client = self.pool.get().await.map_err(db)?;
         let tx = client.transaction().await.map_err(db)?;
         let usage = tx
             .query_one(
@@ -501,13 +559,15 @@ impl Index for PgIndex {
     }
 
     async fn begin(&self, intent: Intent<'_>) -> Result<Ticket, IndexError> {
-        let (id, replaced, abandoned) = self.begin_tx(&intent).await?;
-        let releases = self.releases.clone();
-        let mut ticket = Ticket::new(intent.key, replaced, id as u64, move |id| {
-            let _ = releases.send(id as i64);
-        });
-        ticket.abandoned = abandoned;
-        Ok(ticket)
+        // The claim is made in a task of its own that runs to the end even if
+        // the request is dropped meanwhile (an HTTP/2 reset drops it at once,
+        // maybe after COMMIT went out): its ticket is then dropped, which gives
+        // the claim back, instead of leaving it to go stale (docs/storage.md).
+        let claimer = self.claimer.clone();
+        let intent = OwnedIntent::of(&intent);
+        tokio::spawn(async move { claimer.ticket(intent.intent()).await })
+            .await
+            .map_err(db)?
     }
 
     async fn abandon(&self, ticket: Ticket) {
@@ -568,7 +628,8 @@ impl Index for PgIndex {
     }
 
     async fn recover(&self) -> Result<Vec<Arc<Meta>>, IndexError> {
-        self.take_claims("instance = $1", &self.instance).await
+        self.take_claims("instance = $1", &self.claimer.instance)
+            .await
     }
 
     async fn take_stale(&self) -> Result<Vec<Arc<Meta>>, IndexError> {
