@@ -5,139 +5,15 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use upslot::auth::{JwtSlot, Scheme, sign_jwt, sign_query};
+use upslot::cli::{Cli, Command, FilesAction, IndexAction};
 use upslot::clock::{Clock, SystemClock};
 use upslot::config::Config;
 use upslot::hints;
 use upslot::path::SlotPath;
 use upslot::secret::{Origin, Secret};
-
-#[derive(Parser)]
-#[command(
-    name = "upslot",
-    version,
-    about = "HTTP File Upload service for XMPP (XEP-0363)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the service (built-in defaults when no file is given).
-    Serve {
-        #[arg(short, long)]
-        config: Option<PathBuf>,
-    },
-    /// Print a signed PUT URL (and, for jwt, the Authorization header).
-    Sign {
-        #[arg(short, long)]
-        config: Option<PathBuf>,
-        /// v1, v2, token or jwt.
-        #[arg(long, default_value = "v1")]
-        scheme: String,
-        /// Size in bytes that the upload must have.
-        #[arg(long)]
-        size: u64,
-        /// Content type to sign (v2, token) or announce (jwt).
-        #[arg(long = "type")]
-        content_type: Option<String>,
-        /// Public base URL [default: http://<listen><base_path>].
-        #[arg(long)]
-        base_url: Option<String>,
-        /// Uploader JID for the jwt `sub` claim.
-        #[arg(long)]
-        user: Option<String>,
-        /// Path below base_path; a bare file name gets a random slot directory.
-        path: String,
-    },
-    /// Validate a configuration file.
-    CheckConfig { file: PathBuf },
-    /// Rebuild the index from the store alone (after losing the database).
-    Index {
-        #[arg(short, long, global = true)]
-        config: Option<PathBuf>,
-        #[command(subcommand)]
-        action: IndexAction,
-    },
-    /// Copy an installation on one machine (its data directory) into the
-    /// storage and index that the configuration names; run it again to resume.
-    Migrate {
-        /// The configuration of the new storage and index (s3 + postgres).
-        #[arg(short, long)]
-        config: PathBuf,
-        /// The old installation's data directory.
-        #[arg(long)]
-        from: PathBuf,
-    },
-    /// See, export and erase stored files (works while the service runs).
-    Files {
-        #[arg(short, long, global = true)]
-        config: Option<PathBuf>,
-        #[command(subcommand)]
-        action: FilesAction,
-    },
-}
-
-#[derive(Subcommand)]
-enum FilesAction {
-    /// List files, oldest first.
-    List {
-        /// Only this user's files (bare JID).
-        #[arg(long)]
-        user: Option<String>,
-        #[command(flatten)]
-        by_node: ByNode,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Everything stored about one file (URL, request path or signed path).
-    Show { path: String },
-    /// Every fact stored about a user's files, as JSON.
-    Export {
-        #[arg(long)]
-        user: String,
-        #[command(flatten)]
-        by_node: ByNode,
-    },
-    /// Delete files by path, or all of a user's files.
-    Delete {
-        #[arg(long, conflicts_with = "paths")]
-        user: Option<String>,
-        #[command(flatten)]
-        by_node: ByNode,
-        #[arg(required_unless_present = "user")]
-        paths: Vec<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum IndexAction {
-    /// Record every file the store holds that the index lacks.
-    Rebuild,
-}
-
-#[derive(clap::Args)]
-struct ByNode {
-    /// With --user: also uploads whose ejabberd URL names only the JID's node
-    /// (`jid_in_url: node`), which on a server with several domains may be
-    /// another domain's user's.
-    #[arg(long, requires = "user")]
-    by_node: bool,
-}
-
-impl ByNode {
-    fn matching(&self) -> upslot::files::Match {
-        if self.by_node {
-            upslot::files::Match::JidOrNode
-        } else {
-            upslot::files::Match::Jid
-        }
-    }
-}
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
@@ -148,7 +24,7 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve { config: path } => serve(load(path.as_ref())?, path),
+        Command::Serve { config } => serve(load(config.config.as_ref())?, config.config),
         Command::Sign {
             config,
             scheme,
@@ -158,17 +34,27 @@ fn main() -> anyhow::Result<()> {
             user,
             path,
         } => {
-            let config = load(config.as_ref())?;
+            let config = load(config.config.as_ref())?;
             let scheme: Scheme = scheme
                 .parse()
                 .map_err(|()| anyhow::anyhow!("unknown scheme {scheme:?}: v1, v2, token, jwt"))?;
             sign(&config, scheme, size, content_type, base_url, user, path)
         }
-        Command::Files { config, action } => files(&load(config.as_ref())?, action),
+        Command::Files { config, action } => files(&load(config.config.as_ref())?, action),
         Command::Index {
             config,
             action: IndexAction::Rebuild,
-        } => rebuild(&load(config.as_ref())?),
+        } => rebuild(&load(config.config.as_ref())?),
+        Command::Completions { shell } => {
+            upslot::cli::completions(shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            upslot::cli::man_pages(&dir)
+                .with_context(|| format!("cannot write into {}", dir.display()))
+        }
+        Command::Man { dir: None } => Ok(upslot::cli::man_page(&mut std::io::stdout().lock())?),
         Command::Migrate { config, from } => migrate(&Config::load(&config)?, &from),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
@@ -394,12 +280,8 @@ async fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
     let index = &*catalog.index;
     let mut out = std::io::stdout().lock();
     match action {
-        FilesAction::List {
-            user,
-            by_node,
-            json,
-        } => {
-            let list = files::list(index, user.as_deref(), by_node.matching()).await?;
+        FilesAction::List { who, json } => {
+            let list = files::list(index, who.user.as_deref(), who.by_node.matching()).await?;
             if json {
                 let list: Vec<files::ExportedFile> = list.iter().map(Into::into).collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
@@ -416,7 +298,11 @@ async fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
             let shown = files::ExportedFile::from(&*meta);
             writeln!(out, "{}", serde_json::to_string_pretty(&shown)?)?;
         }
-        FilesAction::Export { user, by_node } => {
+        FilesAction::Export {
+            user,
+            by_node,
+            archive: _,
+        } => {
             let list = files::list(index, Some(&user), by_node.matching()).await?;
             let export = files::Export {
                 user: &user,
