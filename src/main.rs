@@ -276,6 +276,14 @@ async fn migrate(config: &Config, from: &std::path::Path) -> anyhow::Result<()> 
 async fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
     use upslot::catalog::{Catalog, Opener};
     use upslot::files;
+    if let FilesAction::Export {
+        archive: Some(target),
+        ..
+    } = &action
+    {
+        // Before anything is read: an existing file is never overwritten.
+        files::archive::refuse_existing(target)?;
+    }
     let (catalog, _) = Catalog::open(config, Opener::Command, SystemClock.unix()).await?;
     let index = &*catalog.index;
     let mut out = std::io::stdout().lock();
@@ -301,7 +309,25 @@ async fn files(config: &Config, action: FilesAction) -> anyhow::Result<()> {
         FilesAction::Export {
             user,
             by_node,
-            archive: _,
+            archive: Some(target),
+        } => {
+            let list = files::list(index, Some(&user), by_node.matching()).await?;
+            let store = std::sync::Arc::clone(&catalog.store);
+            let done =
+                files::archive::write(store, &user, SystemClock.unix(), list, &target).await?;
+            writeln!(
+                out,
+                "wrote {}: {} file(s), {} (archive {})",
+                target.display(),
+                done.files,
+                bytesize::ByteSize(done.bytes).display().si(),
+                bytesize::ByteSize(done.archive_bytes).display().si()
+            )?;
+        }
+        FilesAction::Export {
+            user,
+            by_node,
+            archive: None,
         } => {
             let list = files::list(index, Some(&user), by_node.matching()).await?;
             let export = files::Export {

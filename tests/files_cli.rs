@@ -329,3 +329,321 @@ async fn a_bare_node_is_matched_only_when_asked_for() {
     let (ok, out) = files(&server, &["list", "--by-node"]).await;
     assert!(!ok && out.contains("--user"), "{out}");
 }
+
+/// How the peak RSS of a command is measured: GNU time, or else Python's
+/// wait4 of its one child (CI installs python3; a spawned child's figure
+/// includes Python's own image, some 13 MiB, as a floor). Neither: not at all.
+fn rss_wrapper() -> Option<Vec<String>> {
+    const PYTHON: &str = "import os, sys\n\
+        pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)\n\
+        _, status, usage = os.wait4(pid, 0)\n\
+        sys.stderr.write('peak-rss-kib=%d\\n' % usage.ru_maxrss)\n\
+        sys.exit(os.waitstatus_to_exitcode(status))";
+    if std::path::Path::new("/usr/bin/time").exists() {
+        return Some(vec![
+            "/usr/bin/time".into(),
+            "-f".into(),
+            "peak-rss-kib=%M".into(),
+        ]);
+    }
+    let python = Command::new("python3").arg("-c").arg("pass").status();
+    python
+        .is_ok_and(|s| s.success())
+        .then(|| vec!["python3".into(), "-c".into(), PYTHON.into()])
+}
+
+/// [`files`], with the command's peak RSS in KiB where it can be measured.
+async fn files_measured(server: &Server, args: &[&str]) -> (bool, String, Option<u64>) {
+    let Some(wrapper) = rss_wrapper() else {
+        let (ok, out) = files(server, args).await;
+        return (ok, out, None);
+    };
+    let config = config_file(&server.config, "files.toml");
+    let out = tokio::process::Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg(BIN)
+        .arg("files")
+        .arg("-c")
+        .arg(&config)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut rss = None;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in stderr.lines() {
+        match line.strip_prefix("peak-rss-kib=") {
+            Some(kib) => rss = kib.trim().parse().ok(),
+            None => text.push_str(&format!("{line}\n")),
+        }
+    }
+    (out.status.success(), text, rss)
+}
+
+/// The entries of the archive at `path` (gzip-compressed or not), in order:
+/// name, bytes, mtime, mode.
+fn read_archive(path: &std::path::Path) -> Vec<(String, Vec<u8>, u64, u32)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).unwrap();
+    let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let header = entry.header();
+        assert_eq!(header.entry_type(), tar::EntryType::Regular, "{name}");
+        let (mtime, mode) = (header.mtime().unwrap(), header.mode().unwrap());
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        out.push((name, bytes, mtime, mode));
+    }
+    out
+}
+
+/// The names in `dir`, sorted: no temporary may be left beside an archive.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn export_archive_holds_the_json_and_every_file() {
+    use std::os::unix::fs::PermissionsExt;
+    const DAY: u64 = 86_400;
+    let server = Server::start().await;
+    let mut big = vec![0u8; 20 << 20];
+    rand::fill(&mut big[..]);
+    // Two photos of one name on one day, the big one, and Juliet's.
+    put_jwt(&server, "s1", "photo.jpg", ROMEO, b"first photo").await;
+    put_jwt(
+        &server,
+        "s2",
+        "photo.jpg",
+        ROMEO,
+        b"second photo, same name",
+    )
+    .await;
+    put_jwt(&server, "s3", "video.mp4", ROMEO, &big).await;
+    put_jwt(&server, "s4", "j.jpg", "juliet@capulet.example", b"juliet").await;
+    // A day later, two ejabberd uploads of Romeo's (one empty).
+    server.clock.advance(std::time::Duration::from_secs(DAY));
+    let notes = format!("{ROMEO_SHA1}/{RANDOM}/notes.txt");
+    let empty = format!("{ROMEO_SHA1}/{RANDOM}/empty");
+    server.upload(&notes, b"ejabber").await;
+    server.upload(&empty, b"").await;
+    let want: [(&str, &str, &[u8], u64); 5] = [
+        (
+            "s1/photo.jpg",
+            "files/2026-01-01 photo.jpg",
+            b"first photo",
+            T0,
+        ),
+        (
+            "s2/photo.jpg",
+            "files/2026-01-01 photo (2).jpg",
+            b"second photo, same name",
+            T0,
+        ),
+        ("s3/video.mp4", "files/2026-01-01 video.mp4", &big, T0),
+        (&empty, "files/2026-01-02 empty", b"", T0 + DAY),
+        (&notes, "files/2026-01-02 notes.txt", b"ejabber", T0 + DAY),
+    ];
+
+    // The JSON alone, for the command's baseline memory.
+    let (ok, out, baseline) = files_measured(&server, &["export", "--user", ROMEO]).await;
+    assert!(ok, "{out}");
+    let dir = common::tempdir();
+    for name in ["romeo.tar", "romeo.tar.gz"] {
+        let target = dir.path().join(name);
+        let target_arg = target.to_str().unwrap();
+        let (ok, out, peak) = files_measured(
+            &server,
+            &["export", "--user", ROMEO, "--archive", target_arg],
+        )
+        .await;
+        assert!(ok, "{out}");
+        assert!(
+            out.starts_with(&format!("wrote {target_arg}: 5 file(s), 21.0 MB")),
+            "{out}"
+        );
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: personal data");
+
+        let entries = read_archive(&target);
+        let (first, json, _, _) = &entries[0];
+        assert_eq!(first, "export.json");
+        let export: Value = serde_json::from_slice(json).unwrap();
+        assert_eq!(export["user"], ROMEO);
+        let listed: Vec<(&str, &str)> = export["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap(),
+                    f["archive_name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let wanted: Vec<(&str, &str)> = want.iter().map(|w| (w.0, w.1)).collect();
+        assert_eq!(listed, wanted, "{name}: export.json");
+        // The same facts as the JSON export, plus the names in the archive.
+        let (ok, plain) = files(&server, &["export", "--user", ROMEO]).await;
+        assert!(ok, "{plain}");
+        let plain: Value = serde_json::from_str(&plain).unwrap();
+        for (archived, plain) in export["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(plain["files"].as_array().unwrap())
+        {
+            let mut archived = archived.clone();
+            archived.as_object_mut().unwrap().remove("archive_name");
+            assert_eq!(&archived, plain, "{name}");
+        }
+
+        // Then every file, in that order, and nothing else.
+        let files_in: Vec<(&str, &[u8], u64, u32)> = entries[1..]
+            .iter()
+            .map(|(n, b, t, m)| (n.as_str(), b.as_slice(), *t, *m))
+            .collect();
+        assert_eq!(files_in.len(), want.len(), "{name}");
+        for ((entry, bytes, mtime, mode), (path, archived, body, created)) in
+            files_in.into_iter().zip(want)
+        {
+            assert_eq!(entry, archived, "{name}");
+            assert!(bytes == body, "{name}: {path}: bytes differ");
+            assert_eq!((mtime, mode), (created, 0o644), "{name}: {path}");
+        }
+        assert_eq!(
+            names_in(dir.path()).last().unwrap(),
+            name,
+            "a temporary left"
+        );
+
+        // Streamed: a file is never held whole (the big one is 20 MiB).
+        match (baseline, peak) {
+            (Some(baseline), Some(peak)) => {
+                println!(
+                    "peak RSS of `files export --archive {name}`: {peak} KiB \
+                     (JSON only: {baseline} KiB)"
+                );
+                assert!(
+                    peak < baseline + 12 * 1024,
+                    "{name}: peak RSS {peak} KiB, {baseline} KiB without the archive"
+                );
+            }
+            _ => println!("peak RSS not measured: neither /usr/bin/time nor python3"),
+        }
+    }
+    assert_eq!(names_in(dir.path()), ["romeo.tar", "romeo.tar.gz"]);
+}
+
+#[tokio::test]
+async fn export_archive_refuses_to_overwrite() {
+    let server = populated().await;
+    let dir = common::tempdir();
+    let target = dir.path().join("romeo.tar");
+    let before = b"somebody's earlier export".to_vec();
+    std::fs::write(&target, &before).unwrap();
+    let (ok, out) = files(
+        &server,
+        &[
+            "export",
+            "--user",
+            ROMEO,
+            "--archive",
+            target.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} exists already: not overwritten",
+            target.display()
+        )),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    assert_eq!(names_in(dir.path()), ["romeo.tar"]);
+}
+
+/// A body that changed on disk after its upload (bit rot, tampering) or lost
+/// its end: the export names it and leaves nothing behind.
+#[tokio::test]
+async fn export_archive_detects_a_rotted_file() {
+    use std::os::unix::fs::FileExt;
+    if common::on_cluster() {
+        return; // it alters a body on the file-system store
+    }
+    let server = Server::start().await;
+    put_jwt(&server, "s1", "fine.jpg", ROMEO, b"fine").await;
+    let mut rotten = vec![0u8; 1 << 20];
+    rand::fill(&mut rotten[..]);
+    put_jwt(&server, "s2", "rotten.jpg", ROMEO, &rotten).await;
+    put_jwt(&server, "s3", "after.jpg", ROMEO, b"after").await;
+    let hex = upslot::store::Key::for_path("s2/rotten.jpg").hex();
+    let body = server.data_dir().join("files").join(&hex[..2]).join(&hex);
+    let file = std::fs::OpenOptions::new().write(true).open(&body).unwrap();
+    let flipped = [rotten[700_000] ^ 0x20];
+    file.write_all_at(&flipped, 700_000).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), rotten.len() as u64);
+
+    let dir = common::tempdir();
+    for name in ["romeo.tar", "romeo.tgz"] {
+        let target = dir.path().join(name);
+        let (ok, out) = files(
+            &server,
+            &[
+                "export",
+                "--user",
+                ROMEO,
+                "--archive",
+                target.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("s2/rotten.jpg (files/2026-01-01 rotten.jpg)")
+                && out.contains("do not match its stored SHA-256"),
+            "{out}"
+        );
+        assert_eq!(names_in(dir.path()), Vec::<String>::new(), "{name}");
+    }
+
+    // Cut short instead: the store has fewer bytes than the metadata says.
+    file.write_all_at(&rotten[700_000..700_001], 700_000)
+        .unwrap();
+    file.set_len(500_000).unwrap();
+    let target = dir.path().join("romeo.tar");
+    let (ok, out) = files(
+        &server,
+        &[
+            "export",
+            "--user",
+            ROMEO,
+            "--archive",
+            target.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("s2/rotten.jpg (files/2026-01-01 rotten.jpg)")
+            && out.contains("of its 1048576 bytes"),
+        "{out}"
+    );
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+}

@@ -4,6 +4,8 @@
 //! index the command holds its own copy, read from the store; a running service
 //! hears of deletions through [`crate::control`] so that its index follows.
 
+pub mod archive;
+
 use std::io;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -118,6 +120,9 @@ pub struct ExportedFile {
     pub expires: String,
     pub scheme: String,
     pub uploader: Option<String>,
+    /// The file's name inside an `--archive` (see [`archive`]); only there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_name: Option<String>,
 }
 
 impl From<&Meta> for ExportedFile {
@@ -132,6 +137,7 @@ impl From<&Meta> for ExportedFile {
             expires: rfc3339(m.expires),
             scheme: m.scheme.to_string(),
             uploader: m.uploader.clone(),
+            archive_name: None,
         }
     }
 }
