@@ -421,7 +421,7 @@ fn unit_config_and_proxies_agree_with_the_defaults() {
     assert_eq!(unit_value(&unit, "KillSignal").as_deref(), Some("SIGTERM"));
     assert_eq!(
         unit_value(&unit, "ExecStart").as_deref(),
-        Some("/usr/local/bin/upslot serve -c /etc/upslot/upslot.toml")
+        Some("/usr/bin/upslot serve -c /etc/upslot/upslot.toml")
     );
     assert_eq!(
         unit_value(&unit, "ConfigurationDirectory").as_deref(),
