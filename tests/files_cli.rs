@@ -54,6 +54,21 @@ async fn files(server: &Server, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `files export --user ROMEO --archive target`.
+async fn export_romeo(server: &Server, target: &std::path::Path) -> (bool, String) {
+    files(
+        server,
+        &[
+            "export",
+            "--user",
+            ROMEO,
+            "--archive",
+            target.to_str().unwrap(),
+        ],
+    )
+    .await
+}
+
 async fn put_jwt(server: &Server, slot: &str, name: &str, sub: &str, body: &[u8]) {
     let claims = JwtSlot {
         slot: slot.into(),
@@ -556,17 +571,7 @@ async fn export_archive_refuses_to_overwrite() {
     let target = dir.path().join("romeo.tar");
     let before = b"somebody's earlier export".to_vec();
     std::fs::write(&target, &before).unwrap();
-    let (ok, out) = files(
-        &server,
-        &[
-            "export",
-            "--user",
-            ROMEO,
-            "--archive",
-            target.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (ok, out) = export_romeo(&server, &target).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains(&format!(
@@ -603,17 +608,7 @@ async fn export_archive_detects_a_rotted_file() {
     let dir = common::tempdir();
     for name in ["romeo.tar", "romeo.tgz"] {
         let target = dir.path().join(name);
-        let (ok, out) = files(
-            &server,
-            &[
-                "export",
-                "--user",
-                ROMEO,
-                "--archive",
-                target.to_str().unwrap(),
-            ],
-        )
-        .await;
+        let (ok, out) = export_romeo(&server, &target).await;
         assert!(!ok, "{out}");
         assert!(
             out.contains("s2/rotten.jpg (files/2026-01-01 rotten.jpg)")
@@ -628,17 +623,7 @@ async fn export_archive_detects_a_rotted_file() {
         .unwrap();
     file.set_len(500_000).unwrap();
     let target = dir.path().join("romeo.tar");
-    let (ok, out) = files(
-        &server,
-        &[
-            "export",
-            "--user",
-            ROMEO,
-            "--archive",
-            target.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (ok, out) = export_romeo(&server, &target).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains("s2/rotten.jpg (files/2026-01-01 rotten.jpg)")
