@@ -50,6 +50,13 @@
 //!   `/tmp` is slow on the CI VM). Everything under it is removed at the end.
 //! - `UPSLOT_LOADGEN_NGINX_WORKERS`: nginx `worker_processes` (default `auto`).
 //! - `UPSLOT_LOADGEN_BIN`: another upslot binary.
+//! - `UPSLOT_LOADGEN_PERF`: `stat` attaches `perf stat` to each server during
+//!   every timed batch and prints, per request, CPU time, context switches,
+//!   system calls and page faults of upslot and of nginx (master and workers);
+//!   `alloc` counts `malloc` calls too, through a uprobe that slows them, so
+//!   that run's times do not count; `record` samples call stacks instead
+//!   (`perf record -g`, one file per server and batch in
+//!   `UPSLOT_LOADGEN_PERF_DIR`, default /var/tmp/upslot-perf) (docs/performance.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -169,6 +176,7 @@ struct Settings {
     warmup: usize,
     nginx: PathBuf,
     nginx_workers: String,
+    perf: support::perf::Mode,
     bin: PathBuf,
 }
 
@@ -197,6 +205,7 @@ impl Settings {
                 .unwrap_or(1),
             nginx: find_nginx(),
             nginx_workers: env_or("UPSLOT_LOADGEN_NGINX_WORKERS", "auto"),
+            perf: support::perf::Mode::from_env(),
             bin: std::env::var_os("UPSLOT_LOADGEN_BIN").map_or_else(
                 || PathBuf::from(env!("CARGO_BIN_EXE_upslot")),
                 PathBuf::from,
@@ -437,6 +446,8 @@ struct Side {
     p99: Vec<f64>,
     /// Failed requests by status (or `timeout`, `io`...), over all repetitions.
     errors: BTreeMap<String, usize>,
+    /// Kernel counters per request, one list per repetition (UPSLOT_LOADGEN_PERF).
+    perf: Vec<Vec<f64>>,
 }
 
 impl Side {
@@ -552,6 +563,36 @@ impl Row {
     }
 }
 
+/// Per request, each server's kernel counters (medians over the repetitions)
+/// and upslot's over nginx's.
+fn print_perf(rows: &[Row], labels: &[&str]) {
+    println!();
+    println!("Per request (perf stat on each server's processes; medians over the repetitions):");
+    println!();
+    let mut header = "| size | fsync | op | C |".to_owned();
+    let mut rule = "|---:|:---:|:---:|---:|".to_owned();
+    for label in labels {
+        let _ = write!(header, " {label} upslot | nginx | ratio |");
+        rule.push_str("---:|---:|---:|");
+    }
+    println!("{header}\n{rule}");
+    for row in rows {
+        let mut line = format!(
+            "| {} | {} | {} | {} |",
+            show_size(row.case.size),
+            on_off(row.fsync),
+            row.op,
+            row.case.conc
+        );
+        for i in 0..labels.len() {
+            let of = |side: &Side| median(&side.perf.iter().map(|p| p[i]).collect::<Vec<_>>());
+            let (u, n) = (of(&row.sides[0]), of(&row.sides[1]));
+            let _ = write!(line, " {u:.1} | {n:.1} | {:.2} |", u / n);
+        }
+        println!("{line}");
+    }
+}
+
 const HEADER: &str = "| size | fsync | op | N | C | upslot MB/s | upslot req/s | upslot p50 / p99 ms \
                       | nginx MB/s | nginx req/s | nginx p50 / p99 ms | upslot/nginx | per rep | target \
                       | errors upslot; nginx |\n\
@@ -563,6 +604,7 @@ const HEADER: &str = "| size | fsync | op | N | C | upslot MB/s | upslot req/s |
 /// Runs the matrix and prints the report; false if a request failed or a
 /// sampled file differs.
 async fn run(settings: Settings) -> bool {
+    settings.perf.prepare();
     let scratch = tempfile::Builder::new()
         .prefix("upslot-loadgen-")
         .tempdir_in(&settings.parent)
@@ -682,8 +724,25 @@ async fn run(settings: Settings) -> bool {
                             sync_disks();
                         }
                         let name = servers[s].kind.name();
+                        let pids = support::perf::with_children(servers[s].proc.pid());
+                        let counting = timed
+                            .then(|| {
+                                support::perf::Counting::start(
+                                    settings.perf,
+                                    &pids,
+                                    &format!(
+                                        "{name}-{}-{}-{}-r{rep}",
+                                        show_size(size),
+                                        on_off(fsync),
+                                        op.name()
+                                    ),
+                                    scratch.path().join("perf.csv"),
+                                )
+                            })
+                            .flatten();
                         let seen =
                             load(name, servers[s].addr, op, &targets[s], size, conc, &block).await;
+                        let counted = counting.map(support::perf::Counting::finish);
                         if let Some(e) = &seen.first_error {
                             eprintln!("loadgen: first failure of this batch: {e}");
                             first_errors.push(e.clone());
@@ -691,6 +750,11 @@ async fn run(settings: Settings) -> bool {
                         let row = if op == Op::Put { &mut put } else { &mut get };
                         if timed {
                             row.sides[s].add(case, &seen);
+                            if let Some(totals) = counted.filter(|t| !t.is_empty()) {
+                                row.sides[s]
+                                    .perf
+                                    .push(totals.iter().map(|t| t / n as f64).collect());
+                            }
                         } else {
                             row.sides[s].count("warm-up ", &seen);
                         }
@@ -798,6 +862,9 @@ async fn run(settings: Settings) -> bool {
         started.elapsed().as_secs_f64(),
         load_average()
     );
+    if !settings.perf.labels().is_empty() {
+        print_perf(&rows, &settings.perf.labels());
+    }
     drop(scratch);
     let failed: usize = rows.iter().flat_map(|r| &r.sides).map(Side::failed).sum();
     if failed > 0 {

@@ -1,7 +1,8 @@
 //! What the benches share: settings from the environment, byte sizes, scratch
 //! directories and figure formatting here; the HTTP client side and the
 //! in-process server in `http`; servers as processes of their own in
-//! `process`; readings from /proc in `procfs`.
+//! `process`; readings from /proc in `procfs`; kernel counters per request in
+//! `perf`.
 //!
 //! Each bench declares `mod support;` and uses a part of it, hence the
 //! `dead_code` allowance. Cargo does not build this directory as a bench of its
@@ -9,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod perf;
 pub mod process;
 pub mod procfs;
 
