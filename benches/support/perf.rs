@@ -42,7 +42,7 @@ impl Mode {
 
     /// The counters' labels, in the order [`Counting::finish`] returns them.
     pub fn labels(self) -> Vec<&'static str> {
-        if self == Mode::Record {
+        if matches!(self, Mode::Off | Mode::Record) {
             return Vec::new();
         }
         let mut labels: Vec<_> = EVENTS.iter().map(|e| e.1).collect();
@@ -109,7 +109,7 @@ impl Counting {
                 std::env::var("UPSLOT_LOADGEN_PERF_DIR").unwrap_or("/var/tmp/upslot-perf".into()),
             );
             std::fs::create_dir_all(&dir).expect("UPSLOT_LOADGEN_PERF_DIR");
-            perf.args(["record", "-q", "-F", "2999", "-g", "-o"])
+            perf.args(["record", "-q", "-F", "9999", "-g", "-o"])
                 .arg(dir.join(format!("{name}.data")));
         } else {
             perf.args(["stat", "-x", ",", "-e", &mode.events().join(",")])

@@ -23,13 +23,15 @@ mod read;
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rustix::fs::XattrFlags;
+use rustix::fs::{Mode, OFlags, XattrFlags, openat};
+use rustix::io::Errno;
 use tokio::task::{JoinHandle, spawn_blocking};
 
 use super::{CommitError, CreateError, Key, META_MAX, Meta, Store, StoreError, Upload};
@@ -56,6 +58,8 @@ pub struct FsStore {
 #[derive(Debug)]
 struct Inner {
     files: PathBuf,
+    /// `files/`, for opening bodies by their short relative path.
+    files_fd: OwnedFd,
     tmp: PathBuf,
     fsync: bool,
     /// Uploads are refused when they would leave less free space than this.
@@ -130,6 +134,7 @@ impl FsStore {
         check_xattrs(&tmp)?;
         let anonymous = anonymous_files_work(&tmp);
         Ok(FsStore::of(Inner {
+            files_fd: dir_fd(&files)?,
             files,
             tmp,
             fsync,
@@ -169,6 +174,7 @@ impl FsStore {
             ));
         }
         Ok(FsStore::of(Inner {
+            files_fd: dir_fd(&files)?,
             files,
             tmp: data_dir.join("tmp"),
             fsync: true,
@@ -233,17 +239,42 @@ impl Inner {
     }
 
     /// Opens a file's body; `None` if it is gone. Blocks, briefly for a
-    /// recent file.
+    /// recent file. Relative to `files/`, so the lookup walks two names, not
+    /// the whole data directory's path; with `O_NOATIME`, so that a read does
+    /// not dirty the inode (docs/performance.md).
     fn open_body(&self, key: &Key) -> io::Result<Option<File>> {
-        match File::open(self.body_path(key)) {
-            Ok(file) => {
+        let hex = key.hex();
+        let name = format!("{}/{hex}", &hex[..2]);
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let opened = match openat(
+            &self.files_fd,
+            &name,
+            flags | OFlags::NOATIME,
+            Mode::empty(),
+        ) {
+            // O_NOATIME is for the file's owner: a command run as another user.
+            Err(Errno::PERM) => openat(&self.files_fd, &name, flags, Mode::empty()),
+            other => other,
+        };
+        match opened {
+            Ok(fd) => {
                 self.recent.insert(*key);
-                Ok(Some(file))
+                Ok(Some(File::from(fd)))
             }
             // Deleted since its metadata was read.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// A whole small body, created, written and committed at once. Blocks.
+    fn put(&self, meta: &Meta, chunks: &[Bytes]) -> Result<(), StoreError> {
+        let key = meta.key();
+        let mut staged = self.create(&key, meta.size)?;
+        staged.write(chunks)?;
+        staged.commit(meta)?;
+        self.recent.insert(key);
+        Ok(())
     }
 
     /// One unlink: only one caller can succeed. Blocks.
@@ -325,6 +356,16 @@ fn parse_meta(bytes: &[u8]) -> io::Result<Meta> {
             ),
         )
     })
+}
+
+/// A descriptor of the directory at `path`, to open files relative to it.
+fn dir_fd(path: &Path) -> io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -415,16 +456,15 @@ impl Store for FsStore {
     }
 
     async fn put(&self, meta: &Meta, chunks: Vec<Bytes>) -> Result<(), StoreError> {
+        // Without fsync a small file's create, write, xattr and link wait for
+        // no disk: done in place, they cost less than the blocking pool's two
+        // thread hand-offs (docs/performance.md).
+        if !self.inner.fsync {
+            return self.inner.put(meta, &chunks);
+        }
         let meta = meta.clone();
-        self.blocking(move |store| -> Result<(), StoreError> {
-            let key = meta.key();
-            let mut staged = store.create(&key, meta.size)?;
-            staged.write(&chunks)?;
-            staged.commit(&meta)?;
-            store.recent.insert(key);
-            Ok(())
-        })
-        .await?
+        self.blocking(move |store| store.put(&meta, &chunks))
+            .await?
     }
 
     async fn read(&self, meta: &Meta, segments: Vec<Segment>) -> io::Result<Option<Body>> {
@@ -706,6 +746,36 @@ mod tests {
     /// Both ways of staging an upload (unnamed files, and named ones in `tmp/`
     /// where the system has no `O_TMPFILE`) publish, refuse a taken path, and
     /// leave nothing behind when abandoned.
+    /// A download must not write: with relatime, the first read after a write
+    /// would update the access time, and dirty the inode, but for O_NOATIME.
+    #[tokio::test]
+    async fn reading_a_body_leaves_its_access_time() {
+        use http_body_util::BodyExt;
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path(), false, 0).unwrap();
+        let m = meta("a/t.bin", b"hello");
+        store
+            .put(&m, vec![Bytes::from_static(b"hello")])
+            .await
+            .unwrap();
+        let path = store.inner.body_path(&m.key());
+        // An access time before the modification: relatime would update it.
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_accessed(old))
+            .unwrap();
+        for _ in 0..2 {
+            let segments = vec![Segment::Stored { offset: 0, len: 5 }];
+            let body = store.read(&m, segments).await.unwrap().unwrap();
+            assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+        }
+        assert_eq!(fs::metadata(&path).unwrap().accessed().unwrap(), old);
+    }
+
     #[tokio::test]
     async fn unnamed_and_named_staging_behave_alike() {
         for anonymous in [true, false] {
@@ -714,6 +784,7 @@ mod tests {
             assert!(store.inner.anonymous, "this system has O_TMPFILE");
             let store = FsStore::of(Inner {
                 anonymous,
+                files_fd: dir_fd(&store.inner.files).unwrap(),
                 files: store.inner.files.clone(),
                 tmp: store.inner.tmp.clone(),
                 fsync: true,
