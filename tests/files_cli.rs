@@ -39,9 +39,29 @@ fn config_file(config: &Config, name: &str) -> PathBuf {
 }
 
 async fn files(server: &Server, args: &[&str]) -> (bool, String) {
+    let (ok, out, _) = files_under(server, &[], args).await;
+    (ok, out)
+}
+
+/// `upslot files ARGS`, run by `wrapper` if not empty (which may report the
+/// peak RSS in KiB on a `peak-rss-kib=` line of stderr): success, stdout and
+/// the rest of stderr, and that RSS.
+async fn files_under(
+    server: &Server,
+    wrapper: &[String],
+    args: &[&str],
+) -> (bool, String, Option<u64>) {
     let config = config_file(&server.config, "files.toml");
     // Asynchronously: the service under test answers on this same runtime.
-    let out = tokio::process::Command::new(BIN)
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(wrapper_args).arg(BIN);
+            command
+        }
+        None => tokio::process::Command::new(BIN),
+    };
+    let out = command
         .arg("files")
         .arg("-c")
         .arg(&config)
@@ -49,9 +69,16 @@ async fn files(server: &Server, args: &[&str]) -> (bool, String) {
         .output()
         .await
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut rss = None;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in stderr.lines() {
+        match line.strip_prefix("peak-rss-kib=") {
+            Some(kib) => rss = kib.trim().parse().ok(),
+            None => text.push_str(&format!("{line}\n")),
+        }
+    }
+    (out.status.success(), text, rss)
 }
 
 /// `files export --user ROMEO --archive target`.
@@ -369,31 +396,7 @@ fn rss_wrapper() -> Option<Vec<String>> {
 
 /// [`files`], with the command's peak RSS in KiB where it can be measured.
 async fn files_measured(server: &Server, args: &[&str]) -> (bool, String, Option<u64>) {
-    let Some(wrapper) = rss_wrapper() else {
-        let (ok, out) = files(server, args).await;
-        return (ok, out, None);
-    };
-    let config = config_file(&server.config, "files.toml");
-    let out = tokio::process::Command::new(&wrapper[0])
-        .args(&wrapper[1..])
-        .arg(BIN)
-        .arg("files")
-        .arg("-c")
-        .arg(&config)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let mut rss = None;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    for line in stderr.lines() {
-        match line.strip_prefix("peak-rss-kib=") {
-            Some(kib) => rss = kib.trim().parse().ok(),
-            None => text.push_str(&format!("{line}\n")),
-        }
-    }
-    (out.status.success(), text, rss)
+    files_under(server, &rss_wrapper().unwrap_or_default(), args).await
 }
 
 /// The entries of the archive at `path` (gzip-compressed or not), in order:
