@@ -17,7 +17,9 @@
 //!   PUTs N files of S bytes to unique v1-signed paths over C keep-alive
 //!   connections pulling from one queue, to (a) the fs + local instance,
 //!   (b) the cluster through nginx and (c) one cluster instance directly (no
-//!   nginx), in turn (the first side rotates between repetitions; `sync` runs
+//!   nginx) and (d) the Garage node that instance talks to, straight, by URLs
+//!   presigned with rusty-s3 (the same sizes, keys under `raw/`), in turn (the
+//!   first side rotates between repetitions; `sync` runs
 //!   before each PUT batch), then GETs them back the same way checking status
 //!   and length; afterwards a sample of each side's files is read back and
 //!   checked byte for byte, the cluster's through another instance than the
@@ -41,7 +43,7 @@
 //! - `UPSLOT_CLUSTER_REPS`: timed repetitions per row (default 2).
 //! - `UPSLOT_CLUSTER_WARMUP`: untimed repetitions of each row first (default 0;
 //!   the run's own warm-up already opens the connections).
-//! - `UPSLOT_CLUSTER_DIRECT`: `off` leaves out the one-instance rows.
+//! - `UPSLOT_CLUSTER_DIRECT`: `off` leaves out the one-instance and raw S3 rows.
 //! - `UPSLOT_CLUSTER_MEMORY`: `SIZE:N` for the memory figure (default
 //!   `100MiB:16`), or `off`.
 //! - `UPSLOT_CLUSTER_DIR`: parent of the scratch directory (default `/var/tmp`),
@@ -369,6 +371,22 @@ fn target(path: &str, size: u64, seed: u64) -> Target {
         put: format!("{get}?{query}"),
         get,
         seed,
+        put_status: http::StatusCode::CREATED,
+    }
+}
+
+/// `target`'s object straight in the bucket, by URLs presigned for one hour
+/// (the key under `raw/`, the upslot path after it).
+fn presigned(bucket: &rusty_s3::Bucket, credentials: &rusty_s3::Credentials, t: Target) -> Target {
+    use rusty_s3::S3Action;
+    let key = format!("raw/{}", t.get.trim_start_matches("/upload/"));
+    let hour = Duration::from_secs(3600);
+    let relative = |url: url::Url| format!("{}?{}", url.path(), url.query().unwrap_or(""));
+    Target {
+        put: relative(bucket.put_object(Some(credentials), &key).sign(hour)),
+        get: relative(bucket.get_object(Some(credentials), &key).sign(hour)),
+        seed: t.seed,
+        put_status: http::StatusCode::OK,
     }
 }
 
@@ -492,10 +510,18 @@ fn mib(bytes: u64) -> String {
 // Figures.
 
 /// The sides a row is measured on, in table order.
-const SIDES: [&str; 3] = ["fs+local", "cluster via nginx", "one cluster instance"];
+const SIDES: [&str; 4] = [
+    "fs+local",
+    "cluster via nginx",
+    "one cluster instance",
+    "raw S3 (Garage)",
+];
 const FS: usize = 0;
 const NGINX: usize = 1;
 const DIRECT: usize = 2;
+/// The Garage node the direct instance talks to, with presigned URLs: what
+/// the object-store path costs over the store itself.
+const RAW: usize = 3;
 
 /// One side's figures for one row, a value per repetition.
 #[derive(Default)]
@@ -601,7 +627,7 @@ impl Side {
 struct Row {
     case: Case,
     op: &'static str,
-    sides: [Side; 3],
+    sides: [Side; 4],
 }
 
 impl Row {
@@ -743,14 +769,47 @@ async fn run(settings: Settings) -> bool {
     };
 
     let mut addrs = vec![fs.addr, nginx_addr];
+    // The node cluster[0] talks to, straight.
+    let raw_url: url::Url = endpoints[0].parse().expect("S3 endpoint");
+    let raw_addr: SocketAddr = format!(
+        "{}:{}",
+        raw_url.host_str().expect("S3 endpoint host"),
+        raw_url.port_or_known_default().expect("S3 endpoint port")
+    )
+    .parse()
+    .expect("S3 endpoint address");
+    let raw_bucket = rusty_s3::Bucket::new(
+        raw_url,
+        rusty_s3::UrlStyle::Path,
+        s3["S3_BUCKET"].clone(),
+        s3["S3_REGION"].clone(),
+    )
+    .expect("bucket");
+    let raw_credentials = rusty_s3::Credentials::new(
+        s3["AWS_ACCESS_KEY_ID"].clone(),
+        s3["AWS_SECRET_ACCESS_KEY"].clone(),
+    );
     if settings.direct {
         addrs.push(cluster[0].addr);
+        addrs.push(raw_addr);
     }
+    let for_side = |s: usize, targets: Arc<Vec<Target>>| -> Arc<Vec<Target>> {
+        if s != RAW {
+            return targets;
+        }
+        Arc::new(
+            targets
+                .iter()
+                .map(|t| presigned(&raw_bucket, &raw_credentials, t.clone()))
+                .collect(),
+        )
+    };
     // Where each side's files are read back byte for byte: the cluster's
     // through other instances than the one that took them.
     let verify_at = |side: usize, i: usize| match side {
         FS => fs.addr,
         NGINX => cluster[1 + i % 2].addr,
+        RAW => raw_addr,
         _ => cluster[2].addr,
     };
 
@@ -779,7 +838,7 @@ async fn run(settings: Settings) -> bool {
     let t = Instant::now();
     let mut warmup_failed = 0;
     for (s, &addr) in addrs.iter().enumerate() {
-        let targets = new_targets(&format!("warm/{s}"), WARMUP_FILES, 4 * KIB);
+        let targets = for_side(s, new_targets(&format!("warm/{s}"), WARMUP_FILES, 4 * KIB));
         for op in [Op::Put, Op::Get] {
             let seen = load(SIDES[s], addr, op, &targets, 4 * KIB, 32, &block).await;
             warmup_failed += seen.errors.values().sum::<usize>();
@@ -812,7 +871,12 @@ async fn run(settings: Settings) -> bool {
             let sides = addrs.len();
             let order: Vec<usize> = (0..sides).map(|k| (k + rep) % sides).collect();
             let targets: Vec<Arc<Vec<Target>>> = (0..sides)
-                .map(|s| new_targets(&format!("m/{}/{s}/r{rep}", show_size(size)), n, size))
+                .map(|s| {
+                    for_side(
+                        s,
+                        new_targets(&format!("m/{}/{s}/r{rep}", show_size(size)), n, size),
+                    )
+                })
                 .collect();
             for op in [Op::Put, Op::Get] {
                 for &s in &order {
@@ -1010,6 +1074,27 @@ async fn run(settings: Settings) -> bool {
                 row.head(),
                 row.sides[DIRECT].cells(),
                 row.sides[DIRECT].show_errors(),
+            );
+        }
+        println!();
+        println!(
+            "The object-store path: that instance against the Garage node it talks to, with the \
+             same objects PUT and GET straight by presigned URLs (target: 0.8x for 1 MiB and \
+             100 MiB):"
+        );
+        println!();
+        println!(
+            "| size | op | N | C | raw S3 MB/s | req/s | p50 / p99 ms | instance/raw S3 | per rep | \
+             errors |"
+        );
+        println!("|---:|:---:|---:|---:|---:|---:|---:|---:|---|---|");
+        for row in &rows {
+            let (vs_raw, each) = row.sides[DIRECT].ratio(&row.sides[RAW]);
+            println!(
+                "{} {} | {vs_raw:.2}x | {each} | {} |",
+                row.head(),
+                row.sides[RAW].cells(),
+                row.sides[RAW].show_errors(),
             );
         }
     }

@@ -325,6 +325,7 @@ impl Server {
                     put: format!("{get}?{query}"),
                     get,
                     seed,
+                    put_status: http::StatusCode::CREATED,
                 }
             }
             Kind::Nginx => {
@@ -333,6 +334,7 @@ impl Server {
                     put: get.clone(),
                     get,
                     seed,
+                    put_status: http::StatusCode::CREATED,
                 }
             }
         }

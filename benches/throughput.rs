@@ -116,6 +116,7 @@ impl Server {
             put: format!("{get}?{query}"),
             get,
             seed: 0,
+            put_status: http::StatusCode::CREATED,
         }
     }
 

@@ -132,6 +132,9 @@ pub struct Target {
     pub put: String,
     pub get: String,
     pub seed: u64,
+    /// What a PUT must answer: 201 from upslot and nginx (a new file), 200
+    /// from S3, which does not say.
+    pub put_status: StatusCode,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -193,7 +196,7 @@ pub struct Failure {
 }
 
 /// One request to `server` (a name for messages), fully answered: a PUT must
-/// answer 201, a GET 200 with `size` bytes (checked byte for byte for
+/// answer the target's `put_status` (201 but from S3), a GET 200 with `size` bytes (checked byte for byte for
 /// `Op::Verify`). Panics on anything else.
 pub async fn once(
     sender: &mut SendRequest<ReqBody>,
@@ -271,7 +274,7 @@ pub async fn attempt(
         }
         // nginx answers 201 for a new file, 204 for an overwrite.
         let expected = match op {
-            Op::Put => StatusCode::CREATED,
+            Op::Put => target.put_status,
             Op::Get | Op::Verify => StatusCode::OK,
         };
         if status != expected {
