@@ -104,21 +104,7 @@ fn main() {
         return;
     };
     let settings = Settings::from_env(garage);
-    let runtime = support::runtime();
-    let ok = runtime.block_on(async {
-        tokio::select! {
-            ok = run(settings) => ok,
-            r = tokio::time::timeout(RUN_LIMIT, tokio::signal::ctrl_c()) => {
-                // Dropping the run stops everything it started (its guards).
-                eprintln!("cluster: {}; stopping", if r.is_ok() { "interrupted" } else { "run time limit reached" });
-                false
-            }
-        }
-    });
-    drop(runtime);
-    if !ok {
-        std::process::exit(1);
-    }
+    support::run_bounded("cluster", RUN_LIMIT, run(settings));
 }
 
 /// `$GARAGE`, `garage` on PATH, or ~/.cargo/bin/garage, as garage.sh looks for

@@ -96,22 +96,7 @@ const PROBE_REPS: usize = 3;
 
 fn main() {
     let settings = Settings::from_env();
-    let runtime = support::runtime();
-    let ok = runtime.block_on(async {
-        tokio::select! {
-            ok = run(settings) => ok,
-            r = tokio::time::timeout(RUN_LIMIT, tokio::signal::ctrl_c()) => {
-                // Returning drops the run: its guards stop every process and
-                // remove the scratch directory.
-                eprintln!("loadgen: {}; stopping", if r.is_ok() { "interrupted" } else { "run time limit reached" });
-                false
-            }
-        }
-    });
-    drop(runtime);
-    if !ok {
-        std::process::exit(1);
-    }
+    support::run_bounded("loadgen", RUN_LIMIT, run(settings));
 }
 
 // ---------------------------------------------------------------------------

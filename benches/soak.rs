@@ -149,22 +149,7 @@ const USERS: [&str; 3] = [
 fn main() {
     let settings = Settings::from_env();
     let limit = Duration::from_secs(settings.warmup + settings.secs) + RUN_SPARE;
-    let runtime = support::runtime();
-    let ok = runtime.block_on(async {
-        tokio::select! {
-            ok = run(settings) => ok,
-            r = tokio::time::timeout(limit, tokio::signal::ctrl_c()) => {
-                // Returning drops the run: its guards stop the server and
-                // remove the scratch directory.
-                eprintln!("soak: {}; stopping", if r.is_ok() { "interrupted" } else { "run time limit reached" });
-                false
-            }
-        }
-    });
-    drop(runtime);
-    if !ok {
-        std::process::exit(1);
-    }
+    support::run_bounded("soak", limit, run(settings));
 }
 
 // ---------------------------------------------------------------------------

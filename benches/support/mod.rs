@@ -29,6 +29,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Runs `run` on [`runtime`] until it ends, `limit` passes or Ctrl-C comes,
+/// and exits with 1 unless it returned true. Cutting it short drops it: its
+/// guards stop what it started and remove its scratch directory.
+pub fn run_bounded(name: &str, limit: Duration, run: impl std::future::Future<Output = bool>) {
+    let runtime = runtime();
+    let ok = runtime.block_on(async {
+        tokio::select! {
+            ok = run => ok,
+            r = tokio::time::timeout(limit, tokio::signal::ctrl_c()) => {
+                eprintln!("{name}: {}; stopping", if r.is_ok() { "interrupted" } else { "run time limit reached" });
+                false
+            }
+        }
+    });
+    drop(runtime);
+    if !ok {
+        std::process::exit(1);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Settings from the environment.
 
